@@ -1,0 +1,377 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""BLAS access for fastdl: layouts, 32-bit dimension limits, thread control, tiled GEMM."""
+
+from cython.parallel cimport prange
+from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
+                               PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
+from libc.string cimport memcpy
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cdef extern from "<dlfcn.h>" nogil:
+    ctypedef struct Dl_info:
+        const char *dli_fname
+        void *dli_fbase
+        const char *dli_sname
+        void *dli_saddr
+    int dladdr(const void *addr, Dl_info *info)
+    void *dlopen(const char *filename, int flags)
+    void *dlsym(void *handle, const char *symbol)
+    int RTLD_LAZY
+    int RTLD_NOLOAD
+
+ctypedef void (*set_threads_fn)(int) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
+ctypedef char *(*get_config_fn)() noexcept nogil
+
+# BLAS dimensions and leading dimensions are 32-bit ints; larger problems are split.
+# A module variable (not a constant) so that the tests can lower it and exercise splitting.
+cdef Py_ssize_t _int_limit = 2147483647
+
+# OpenBLAS runs a GEMM single-threaded below m*n*k = 65536 * 4 (its SMP threshold); above
+# it, fastdl must pin BLAS to one thread or OpenBLAS would thread (non-deterministically).
+cdef double BLAS_SELF_THREAD_MNK = 262144.0
+# Work (m*n*k) of one tile; tiles are never smaller than MIN_TILE rows/columns.
+cdef double TILE_WORK = 1048576.0
+cdef Py_ssize_t MIN_TILE = 32
+cdef Py_ssize_t MAX_TILES = 16
+
+cdef set_threads_fn _blas_set_threads = NULL
+cdef get_threads_fn _blas_get_threads = NULL
+cdef PyThread_type_lock _guard_lock = PyThread_allocate_lock()
+cdef int _guard_depth = 0
+cdef int _guard_saved = 0
+_blas_library = None
+_blas_config = None
+_blas_thread_api = None
+
+
+def _set_blas_int_limit(Py_ssize_t limit):
+    """Testing hook: pretend BLAS ints stop at `limit` (returns the previous limit)."""
+    global _int_limit
+    if limit < 1:
+        raise ValueError("limit must be >= 1")
+    previous = _int_limit
+    _int_limit = limit
+    return previous
+
+
+cdef void *_find_symbol(void *handle, names):
+    cdef void *sym
+    for name in names:
+        sym = dlsym(handle, <bytes>name)
+        if sym != NULL:
+            return sym
+    return NULL
+
+
+cdef _discover_blas():
+    """Find the BLAS library behind scipy's cython_blas and its thread-control functions."""
+    global _blas_set_threads, _blas_get_threads, _blas_library, _blas_config, _blas_thread_api
+    cdef Dl_info info
+    cdef void *handle
+    cdef void *sym
+    if dladdr(<void *>sgemm, &info) == 0 or info.dli_fname == NULL:
+        return
+    # dlsym on cython_blas's own handle searches it and the libraries it depends on.
+    handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD)
+    if handle == NULL:
+        return
+    apis = (
+        ("openblas", (b"scipy_openblas_set_num_threads", b"scipy_openblas_set_num_threads64_",
+                      b"openblas_set_num_threads", b"openblas_set_num_threads64_"),
+                     (b"scipy_openblas_get_num_threads", b"scipy_openblas_get_num_threads64_",
+                      b"openblas_get_num_threads", b"openblas_get_num_threads64_")),
+        ("mkl", (b"MKL_Set_Num_Threads",), (b"MKL_Get_Max_Threads",)),
+        ("blis", (b"bli_thread_set_num_threads",), (b"bli_thread_get_num_threads",)),
+    )
+    for api, setters, getters in apis:
+        sym = _find_symbol(handle, setters)
+        if sym == NULL:
+            continue
+        _blas_set_threads = <set_threads_fn>sym
+        _blas_get_threads = <get_threads_fn>_find_symbol(handle, getters)
+        if _blas_get_threads == NULL:
+            _blas_set_threads = NULL
+            continue
+        _blas_thread_api = api
+        if dladdr(sym, &info) != 0 and info.dli_fname != NULL:
+            _blas_library = (<bytes>info.dli_fname).decode("utf-8", "replace")
+        sym = _find_symbol(handle, (b"scipy_openblas_get_config", b"scipy_openblas_get_config64_",
+                                    b"openblas_get_config", b"openblas_get_config64_"))
+        if sym != NULL:
+            _blas_config = (<bytes>(<get_config_fn>sym)()).decode("utf-8", "replace")
+        return
+    if dladdr(<void *>sgemm, &info) != 0 and info.dli_fname != NULL:
+        _blas_library = (<bytes>info.dli_fname).decode("utf-8", "replace")
+
+
+_discover_blas()
+
+
+def blas_info():
+    """What fastdl knows of the BLAS it calls: library path, config string, thread API."""
+    return {
+        "library": _blas_library,
+        "config": _blas_config,
+        "thread_control": _blas_thread_api,
+        "num_threads": _blas_get_threads() if _blas_get_threads != NULL else None,
+    }
+
+
+cdef inline void _pin_blas_to_one_thread() noexcept nogil:
+    # Refcounted so that concurrent fastdl calls from several Python threads restore the
+    # user's setting only when the last of them leaves.
+    global _guard_depth, _guard_saved
+    PyThread_acquire_lock(_guard_lock, WAIT_LOCK)
+    if _guard_depth == 0:
+        _guard_saved = _blas_get_threads()
+        if _guard_saved != 1:
+            _blas_set_threads(1)
+    _guard_depth += 1
+    PyThread_release_lock(_guard_lock)
+
+
+cdef inline void _unpin_blas() noexcept nogil:
+    global _guard_depth
+    PyThread_acquire_lock(_guard_lock, WAIT_LOCK)
+    _guard_depth -= 1
+    if _guard_depth == 0 and _guard_saved != 1:
+        _blas_set_threads(_guard_saved)
+    PyThread_release_lock(_guard_lock)
+
+
+cdef bint blas_layout(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_stride,
+                      Py_ssize_t col_stride, Py_ssize_t itemsize, Mat *out) noexcept nogil:
+    """Describe a strided matrix as a BLAS operand without copying, if it is one.
+
+    BLAS needs one unit stride and a positive leading dimension at least as large as the
+    contiguous extent; a dimension of length 1 imposes nothing on its stride.
+    """
+    if rows == 0 or cols == 0:
+        # Never read or written (NumPy gives empty arrays zero strides).
+        out.colmajor = False
+        out.ld = cols if cols > 1 else 1
+        return True
+    if rows == 1 and cols == 1:
+        out.colmajor = False
+        out.ld = 1
+        return True
+    if (cols == 1 or col_stride == itemsize) and (
+            rows == 1 or (row_stride > 0 and row_stride % itemsize == 0
+                          and row_stride // itemsize >= cols)):
+        out.colmajor = False
+        out.ld = cols if rows == 1 else row_stride // itemsize
+        if out.ld < 1:
+            out.ld = 1
+        return True
+    if (rows == 1 or row_stride == itemsize) and (
+            cols == 1 or (col_stride > 0 and col_stride % itemsize == 0
+                          and col_stride // itemsize >= rows)):
+        out.colmajor = True
+        out.ld = rows if cols == 1 else col_stride // itemsize
+        if out.ld < 1:
+            out.ld = 1
+        return True
+    return False
+
+
+cdef int check_blas_dims(Mat a, Mat b, Mat c) except -1:
+    """Leading dimensions cannot be split: reject what BLAS's 32-bit ints cannot express."""
+    if a.ld > _int_limit or b.ld > _int_limit or c.ld > _int_limit:
+        raise ValueError(
+            f"a leading dimension ({max(a.ld, b.ld, c.ld)}) exceeds the {_int_limit} "
+            "that BLAS's 32-bit integers can express; pass a contiguous copy with a "
+            "shorter inner dimension")
+    return 0
+
+
+cdef inline char *_at(Mat x, Py_ssize_t i, Py_ssize_t j, Py_ssize_t itemsize) noexcept nogil:
+    if x.colmajor:
+        return x.data + (i + j * x.ld) * itemsize
+    return x.data + (i * x.ld + j) * itemsize
+
+
+cdef void _gemm_call(int dtype, int m, int n, int k, double alpha, Mat a, Mat b,
+                     double beta, Mat c) noexcept nogil:
+    """One BLAS call, row-major or column-major output, with transpose flags, no copies."""
+    cdef char ta, tb
+    cdef int lda = <int>a.ld, ldb = <int>b.ld, ldc = <int>c.ld
+    cdef float falpha = <float>alpha, fbeta = <float>beta
+    if c.colmajor:
+        # C = op(A) op(B) in BLAS's own column-major terms.
+        ta = b'N' if a.colmajor else b'T'
+        tb = b'N' if b.colmajor else b'T'
+        if dtype == DT_FLOAT32:
+            sgemm(&ta, &tb, &m, &n, &k, &falpha, <float *>a.data, &lda,
+                  <float *>b.data, &ldb, &fbeta, <float *>c.data, &ldc)
+        else:
+            dgemm(&ta, &tb, &m, &n, &k, &alpha, <double *>a.data, &lda,
+                  <double *>b.data, &ldb, &beta, <double *>c.data, &ldc)
+    else:
+        # Row-major C is column-major C^T = B^T A^T: swap the operands, never copy them.
+        tb = b'T' if b.colmajor else b'N'
+        ta = b'T' if a.colmajor else b'N'
+        if dtype == DT_FLOAT32:
+            sgemm(&tb, &ta, &n, &m, &k, &falpha, <float *>b.data, &ldb,
+                  <float *>a.data, &lda, &fbeta, <float *>c.data, &ldc)
+        else:
+            dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *>b.data, &ldb,
+                  <double *>a.data, &lda, &beta, <double *>c.data, &ldc)
+
+
+cdef void _zero_block(int dtype, Py_ssize_t m, Py_ssize_t n, double beta, Mat c) noexcept nogil:
+    # k == 0: the product is empty, C = beta * C (BLAS may skip this case).
+    cdef Py_ssize_t i, j
+    cdef char *p
+    for i in range(m):
+        for j in range(n):
+            p = _at(c, i, j, 4 if dtype == DT_FLOAT32 else 8)
+            if dtype == DT_FLOAT32:
+                (<float *>p)[0] = 0.0 if beta == 0.0 else <float>(beta * (<float *>p)[0])
+            else:
+                (<double *>p)[0] = 0.0 if beta == 0.0 else beta * (<double *>p)[0]
+
+
+cdef void _gemm_serial(int dtype, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+                       Mat a, Mat b, double beta, Mat c) noexcept nogil:
+    """C = alpha A B + beta C on one thread, splitting dimensions beyond 32-bit ints."""
+    cdef Py_ssize_t isz = 4 if dtype == DT_FLOAT32 else 8
+    cdef Py_ssize_t lim = _int_limit
+    cdef Py_ssize_t i0, j0, p0, mi, nj, kp
+    cdef Mat ab, bb, cb
+    cdef double bcur
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        _zero_block(dtype, m, n, beta, c)
+        return
+    i0 = 0
+    while i0 < m:
+        mi = min(lim, m - i0)
+        j0 = 0
+        while j0 < n:
+            nj = min(lim, n - j0)
+            cb = c
+            cb.data = _at(c, i0, j0, isz)
+            p0 = 0
+            bcur = beta
+            while p0 < k:
+                kp = min(lim, k - p0)
+                ab = a
+                ab.data = _at(a, i0, p0, isz)
+                bb = b
+                bb.data = _at(b, p0, j0, isz)
+                _gemm_call(dtype, <int>mi, <int>nj, <int>kp, alpha, ab, bb, bcur, cb)
+                bcur = 1.0
+                p0 += kp
+            j0 += nj
+        i0 += mi
+
+
+cdef void _fill_bias(Py_ssize_t isz, Py_ssize_t m, Py_ssize_t n, const char *bias,
+                     Mat c) noexcept nogil:
+    cdef Py_ssize_t i, j
+    if not c.colmajor:
+        for i in range(m):
+            memcpy(c.data + i * c.ld * isz, bias, n * isz)
+    else:
+        for j in range(n):
+            for i in range(m):
+                memcpy(c.data + (i + j * c.ld) * isz, bias + j * isz, isz)
+
+
+cdef inline Py_ssize_t _split_point(Py_ssize_t extent, Py_ssize_t parts, Py_ssize_t i) noexcept nogil:
+    # Tile edges on multiples of 16 keep BLAS in its full-width micro-kernels.
+    if i >= parts:
+        return extent
+    return ((extent * i // parts) // 16) * 16
+
+
+cdef void _plan_tiles(Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      Py_ssize_t *row_parts, Py_ssize_t *col_parts) noexcept nogil:
+    """Cut each GEMM of a batch into tiles, from the shape alone (never the thread count).
+
+    Tiles are sized to about TILE_WORK multiply-adds, and only as many as needed to give
+    MAX_TILES work items in all. Splitting C's rows repacks B once per row part, and splitting
+    its columns repacks A once per column part, so each doubling goes to the cheaper side.
+    """
+    cdef double work = <double>m * <double>n * <double>k
+    cdef Py_ssize_t want = 1, rp = 1, cp = 1
+    cdef bint can_rows, can_cols
+    while want * 2 * batch <= MAX_TILES and work / (want * 2) >= TILE_WORK:
+        want *= 2
+    while rp * cp < want:
+        can_rows = m // (rp * 2) >= MIN_TILE
+        can_cols = n // (cp * 2) >= MIN_TILE
+        if can_rows and (not can_cols or <double>n * k * rp <= <double>m * k * cp):
+            rp *= 2
+        elif can_cols:
+            cp *= 2
+        else:
+            break
+    row_parts[0] = rp
+    col_parts[0] = cp
+
+
+cdef void gemm_batched(int dtype, Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n,
+                       Py_ssize_t k, double alpha, Mat a, const Py_ssize_t *a_off,
+                       Mat b, const Py_ssize_t *b_off, double beta, Mat c,
+                       const Py_ssize_t *c_off, const char *bias, int nthreads) noexcept nogil:
+    """C[i] = alpha A[i] B[i] + beta C[i] for i < batch; offsets in bytes (NULL = all 0).
+
+    With `bias` (n contiguous elements) C starts as the bias broadcast over rows and beta is
+    taken as 1: each tile writes its slice of the bias just before its GEMM, so the fused
+    bias costs no separate pass over C.
+
+    Work items (batch entry x tile) are spread over `nthreads` OpenMP threads with static
+    scheduling; each item is one single-threaded BLAS call.
+    """
+    cdef Py_ssize_t isz = 4 if dtype == DT_FLOAT32 else 8
+    cdef Py_ssize_t rp, cp, items, item, bi, t, ti, tj, r0, r1, c0, c1
+    cdef bint pinned = False
+    cdef Mat ai, bi_, ci
+    cdef double work = <double>m * <double>n * <double>k
+    if batch <= 0 or m == 0 or n == 0:
+        return
+    _plan_tiles(batch, m, n, k, &rp, &cp)
+    items = batch * rp * cp
+    if work > BLAS_SELF_THREAD_MNK:
+        if _blas_set_threads != NULL:
+            _pin_blas_to_one_thread()
+            pinned = True
+        else:
+            # A BLAS whose threads we cannot pin is left to thread itself, serially
+            # called, so that the two thread pools never multiply.
+            nthreads = 1
+    if nthreads > items:
+        nthreads = <int>items
+    if work * batch < BLAS_SELF_THREAD_MNK:
+        nthreads = 1
+    for item in prange(items, nogil=True, schedule='static', num_threads=nthreads):
+        bi = item // (rp * cp)
+        t = item - bi * (rp * cp)
+        ti = t // cp
+        tj = t - ti * cp
+        r0 = _split_point(m, rp, ti)
+        r1 = _split_point(m, rp, ti + 1)
+        c0 = _split_point(n, cp, tj)
+        c1 = _split_point(n, cp, tj + 1)
+        ai = a
+        bi_ = b
+        ci = c
+        if a_off != NULL:
+            ai.data = a.data + a_off[bi]
+        if b_off != NULL:
+            bi_.data = b.data + b_off[bi]
+        if c_off != NULL:
+            ci.data = c.data + c_off[bi]
+        ai.data = _at(ai, r0, 0, isz)
+        bi_.data = _at(bi_, 0, c0, isz)
+        ci.data = _at(ci, r0, c0, isz)
+        if bias != NULL:
+            _fill_bias(isz, r1 - r0, c1 - c0, bias + c0 * isz, ci)
+            _gemm_serial(dtype, r1 - r0, c1 - c0, k, alpha, ai, bi_, 1.0, ci)
+        else:
+            _gemm_serial(dtype, r1 - r0, c1 - c0, k, alpha, ai, bi_, beta, ci)
+    if pinned:
+        _unpin_blas()

@@ -1,0 +1,14 @@
+# Validation shared by every fastdl entry point: one dtype rule, one out= rule.
+cimport numpy as cnp
+
+cdef cnp.ndarray as_float_array(object x, str func, str name)
+cdef int common_typenum(cnp.ndarray a, cnp.ndarray b) noexcept
+cdef cnp.ndarray as_typenum(cnp.ndarray a, int typenum)
+cdef cnp.ndarray check_out(object out, tuple shape, int typenum, str func)
+cdef bint may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept
+cdef int dtype_code(cnp.ndarray a) noexcept
+cdef int current_threads() noexcept nogil
+
+cdef inline tuple shape_of(cnp.ndarray a):
+    # cnp.ndarray.shape is a C pointer in Cython; this is the Python tuple.
+    return (<object>a).shape
