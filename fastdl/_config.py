@@ -65,6 +65,8 @@ def config():
                    else "no (built without OpenMP: kernels run serially)"),
         "openmp_library": build["openmp_library"],
         "num_threads": get_num_threads(),
+        "blas_provider": (f"{blas['provider']} ({blas['int_bits']}-bit ints; available: "
+                          f"{', '.join(blas['available'])}; FASTDL_BLAS selects)"),
         "blas_library": blas["library"],
         "blas_config": blas["config"],
         "blas_thread_control": blas["thread_control"] or "none found (BLAS threads itself)",

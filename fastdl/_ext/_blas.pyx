@@ -5,6 +5,8 @@ from cython.parallel cimport prange
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from libc.string cimport memcpy
+from libc.stdint cimport int64_t
+import os
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cdef extern from "<dlfcn.h>" nogil:
@@ -19,12 +21,16 @@ cdef extern from "<dlfcn.h>" nogil:
     int RTLD_LAZY
     int RTLD_NOLOAD
 
+ctypedef void (*gemm64_fn)(const char *, const char *, const int64_t *, const int64_t *,
+                          const int64_t *, const void *, const void *, const int64_t *,
+                          const void *, const int64_t *, const void *, void *,
+                          const int64_t *) noexcept nogil
 ctypedef void (*set_threads_fn)(int) noexcept nogil
 ctypedef int (*get_threads_fn)() noexcept nogil
 ctypedef char *(*get_config_fn)() noexcept nogil
 
-# BLAS dimensions and leading dimensions are 32-bit ints; larger problems are split.
-# A module variable (not a constant) so that the tests can lower it and exercise splitting.
+# BLAS dimensions and leading dimensions are 32-bit ints for the LP64 provider; larger
+# problems are split. A variable so that the tests can lower it and exercise splitting.
 cdef Py_ssize_t _int_limit = 2147483647
 
 # OpenBLAS runs a GEMM single-threaded below m*n*k = 65536 * 4 (its SMP threshold); above
@@ -33,16 +39,48 @@ cdef double BLAS_SELF_THREAD_MNK = 262144.0
 # Work (m*n*k) of one tile; tiles are never smaller than MIN_TILE rows/columns.
 cdef double TILE_WORK = 1048576.0
 cdef Py_ssize_t MIN_TILE = 32
-cdef Py_ssize_t MAX_TILES = 16
 
+
+cdef extern from "fastdl/threads.h" nogil:
+    int fdl_omp_num_procs()
+
+
+cdef Py_ssize_t _tiles_for_machine():
+    # As many work items as the machine has processors (a power of two, for an even split):
+    # every extra tile repacks a panel of A or B, which measured 2-7% per doubling on one
+    # core. The processor count is fixed for the process; set_num_threads and threadpoolctl
+    # never change it, so the tile grid (and every bit of the result) is thread-count-free.
+    cdef Py_ssize_t t = 1
+    while t < fdl_omp_num_procs():
+        t *= 2
+    return t
+
+
+cdef Py_ssize_t MAX_TILES = _tiles_for_machine()
+
+# The provider: scipy's cython_blas (LP64, always there), or the ILP64 OpenBLAS that NumPy's
+# wheels bundle, called through NumPy's own extension module (faster for float32 GEMMs with
+# a small dimension on the machines measured: see docs/design.md).
+cdef bint _use_ilp64 = False
+cdef gemm64_fn _sgemm64 = NULL
+cdef gemm64_fn _dgemm64 = NULL
+cdef set_threads_fn _ilp64_set_threads = NULL
+cdef get_threads_fn _ilp64_get_threads = NULL
+cdef set_threads_fn _lp64_set_threads = NULL
+cdef get_threads_fn _lp64_get_threads = NULL
 cdef set_threads_fn _blas_set_threads = NULL
 cdef get_threads_fn _blas_get_threads = NULL
 cdef PyThread_type_lock _guard_lock = PyThread_allocate_lock()
 cdef int _guard_depth = 0
 cdef int _guard_saved = 0
-_blas_library = None
-_blas_config = None
-_blas_thread_api = None
+
+
+def _set_max_tiles(Py_ssize_t tiles):
+    """Tuning hook: the most work items one GEMM call is cut into (returns the previous)."""
+    global MAX_TILES
+    previous = MAX_TILES
+    MAX_TILES = max(1, tiles)
+    return previous
 
 
 def _set_blas_int_limit(Py_ssize_t limit):
@@ -64,58 +102,120 @@ cdef void *_find_symbol(void *handle, names):
     return NULL
 
 
-cdef _discover_blas():
-    """Find the BLAS library behind scipy's cython_blas and its thread-control functions."""
-    global _blas_set_threads, _blas_get_threads, _blas_library, _blas_config, _blas_thread_api
+cdef void *_library_handle(const void *addr_in_module, path=None):
     cdef Dl_info info
-    cdef void *handle
-    cdef void *sym
-    if dladdr(<void *>sgemm, &info) == 0 or info.dli_fname == NULL:
-        return
+    if path is None:
+        if dladdr(addr_in_module, &info) == 0 or info.dli_fname == NULL:
+            return NULL
+        return dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD)
+    return dlopen(<bytes>os.fsencode(path), RTLD_LAZY | RTLD_NOLOAD)
+
+
+cdef str _library_of(void *sym):
+    cdef Dl_info info
+    if sym != NULL and dladdr(sym, &info) != 0 and info.dli_fname != NULL:
+        return os.path.realpath((<bytes>info.dli_fname).decode("utf-8", "replace"))
+    return None
+
+
+cdef str _config_string(void *handle, names):
+    cdef void *sym = _find_symbol(handle, names)
+    if sym == NULL:
+        return None
+    return (<bytes>(<get_config_fn>sym)()).decode("utf-8", "replace")
+
+
+_providers = {}
+
+
+cdef _discover_scipy():
+    """scipy's cython_blas and, in the library behind it, the thread-control functions."""
+    global _lp64_set_threads, _lp64_get_threads
     # dlsym on cython_blas's own handle searches it and the libraries it depends on.
-    handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD)
+    cdef void *handle = _library_handle(<void *>sgemm)
+    cdef void *setter
+    cdef void *getter
+    info = {"library": _library_of(<void *>sgemm), "config": None, "thread_control": None,
+            "int_bits": 32}
+    if handle != NULL:
+        apis = (
+            ("openblas", (b"scipy_openblas_set_num_threads", b"openblas_set_num_threads"),
+                         (b"scipy_openblas_get_num_threads", b"openblas_get_num_threads")),
+            ("mkl", (b"MKL_Set_Num_Threads",), (b"MKL_Get_Max_Threads",)),
+            ("blis", (b"bli_thread_set_num_threads",), (b"bli_thread_get_num_threads",)),
+        )
+        for api, setters, getters in apis:
+            setter = _find_symbol(handle, setters)
+            getter = _find_symbol(handle, getters)
+            if setter != NULL and getter != NULL:
+                _lp64_set_threads = <set_threads_fn>setter
+                _lp64_get_threads = <get_threads_fn>getter
+                info["thread_control"] = api
+                info["library"] = _library_of(setter)
+                break
+        info["config"] = _config_string(handle, (b"scipy_openblas_get_config",
+                                                 b"openblas_get_config"))
+    _providers["scipy"] = info
+
+
+cdef _discover_numpy():
+    """The ILP64 OpenBLAS of NumPy's wheels, if this NumPy has one (else nothing)."""
+    global _sgemm64, _dgemm64, _ilp64_set_threads, _ilp64_get_threads
+    import numpy._core._multiarray_umath as umath
+    cdef void *handle = _library_handle(NULL, umath.__file__)
     if handle == NULL:
         return
-    apis = (
-        ("openblas", (b"scipy_openblas_set_num_threads", b"scipy_openblas_set_num_threads64_",
-                      b"openblas_set_num_threads", b"openblas_set_num_threads64_"),
-                     (b"scipy_openblas_get_num_threads", b"scipy_openblas_get_num_threads64_",
-                      b"openblas_get_num_threads", b"openblas_get_num_threads64_")),
-        ("mkl", (b"MKL_Set_Num_Threads",), (b"MKL_Get_Max_Threads",)),
-        ("blis", (b"bli_thread_set_num_threads",), (b"bli_thread_get_num_threads",)),
-    )
-    for api, setters, getters in apis:
-        sym = _find_symbol(handle, setters)
-        if sym == NULL:
-            continue
-        _blas_set_threads = <set_threads_fn>sym
-        _blas_get_threads = <get_threads_fn>_find_symbol(handle, getters)
-        if _blas_get_threads == NULL:
-            _blas_set_threads = NULL
-            continue
-        _blas_thread_api = api
-        if dladdr(sym, &info) != 0 and info.dli_fname != NULL:
-            _blas_library = (<bytes>info.dli_fname).decode("utf-8", "replace")
-        sym = _find_symbol(handle, (b"scipy_openblas_get_config", b"scipy_openblas_get_config64_",
-                                    b"openblas_get_config", b"openblas_get_config64_"))
-        if sym != NULL:
-            _blas_config = (<bytes>(<get_config_fn>sym)()).decode("utf-8", "replace")
+    cdef void *s = _find_symbol(handle, (b"scipy_sgemm_64_",))
+    cdef void *d = _find_symbol(handle, (b"scipy_dgemm_64_",))
+    cdef void *setter = _find_symbol(handle, (b"scipy_openblas_set_num_threads64_",))
+    cdef void *getter = _find_symbol(handle, (b"scipy_openblas_get_num_threads64_",))
+    if s == NULL or d == NULL or setter == NULL or getter == NULL:
         return
-    if dladdr(<void *>sgemm, &info) != 0 and info.dli_fname != NULL:
-        _blas_library = (<bytes>info.dli_fname).decode("utf-8", "replace")
+    _sgemm64 = <gemm64_fn>s
+    _dgemm64 = <gemm64_fn>d
+    _ilp64_set_threads = <set_threads_fn>setter
+    _ilp64_get_threads = <get_threads_fn>getter
+    _providers["numpy"] = {"library": _library_of(s), "int_bits": 64,
+                           "config": _config_string(handle, (b"scipy_openblas_get_config64_",)),
+                           "thread_control": "openblas"}
 
 
-_discover_blas()
+_provider = None
+
+
+def _select_provider(name):
+    """Use BLAS provider `name` ('scipy' or 'numpy'; 'auto' picks numpy when available)."""
+    global _provider, _use_ilp64, _blas_set_threads, _blas_get_threads, _int_limit
+    if _guard_depth != 0:
+        raise RuntimeError("cannot switch BLAS provider while a fastdl call is running")
+    if name == "auto":
+        name = "numpy" if "numpy" in _providers else "scipy"
+    if name not in _providers:
+        raise ValueError(f"BLAS provider {name!r} is not available here "
+                         f"(available: {sorted(_providers)})")
+    _provider = name
+    _use_ilp64 = name == "numpy"
+    _blas_set_threads = _ilp64_set_threads if _use_ilp64 else _lp64_set_threads
+    _blas_get_threads = _ilp64_get_threads if _use_ilp64 else _lp64_get_threads
+    _int_limit = 9223372036854775807 if _use_ilp64 else 2147483647
+    return name
+
+
+_discover_scipy()
+try:
+    _discover_numpy()
+except ImportError:
+    pass
+_select_provider(os.environ.get("FASTDL_BLAS", "auto").strip().lower() or "auto")
 
 
 def blas_info():
-    """What fastdl knows of the BLAS it calls: library path, config string, thread API."""
-    return {
-        "library": _blas_library,
-        "config": _blas_config,
-        "thread_control": _blas_thread_api,
-        "num_threads": _blas_get_threads() if _blas_get_threads != NULL else None,
-    }
+    """The BLAS fastdl calls: provider, library path, config string, thread control."""
+    info = dict(_providers[_provider])
+    info["provider"] = _provider
+    info["available"] = sorted(_providers)
+    info["num_threads"] = _blas_get_threads() if _blas_get_threads != NULL else None
+    return info
 
 
 cdef inline void _pin_blas_to_one_thread() noexcept nogil:
@@ -191,17 +291,26 @@ cdef inline char *_at(Mat x, Py_ssize_t i, Py_ssize_t j, Py_ssize_t itemsize) no
     return x.data + (i * x.ld + j) * itemsize
 
 
-cdef void _gemm_call(int dtype, int m, int n, int k, double alpha, Mat a, Mat b,
-                     double beta, Mat c) noexcept nogil:
+cdef void _gemm_call(int dtype, Py_ssize_t m_, Py_ssize_t n_, Py_ssize_t k_, double alpha,
+                     Mat a, Mat b, double beta, Mat c) noexcept nogil:
     """One BLAS call, row-major or column-major output, with transpose flags, no copies."""
+    # _gemm_serial has already cut every dimension to the provider's integer range.
     cdef char ta, tb
+    cdef int m = <int>m_, n = <int>n_, k = <int>k_
     cdef int lda = <int>a.ld, ldb = <int>b.ld, ldc = <int>c.ld
+    cdef int64_t m64 = m_, n64 = n_, k64 = k_, lda64 = a.ld, ldb64 = b.ld, ldc64 = c.ld
     cdef float falpha = <float>alpha, fbeta = <float>beta
+    cdef const void *palpha = &falpha if dtype == DT_FLOAT32 else <const void *>&alpha
+    cdef const void *pbeta = &fbeta if dtype == DT_FLOAT32 else <const void *>&beta
+    cdef gemm64_fn g64 = _sgemm64 if dtype == DT_FLOAT32 else _dgemm64
     if c.colmajor:
         # C = op(A) op(B) in BLAS's own column-major terms.
         ta = b'N' if a.colmajor else b'T'
         tb = b'N' if b.colmajor else b'T'
-        if dtype == DT_FLOAT32:
+        if _use_ilp64:
+            g64(&ta, &tb, &m64, &n64, &k64, palpha, a.data, &lda64, b.data, &ldb64, pbeta,
+                c.data, &ldc64)
+        elif dtype == DT_FLOAT32:
             sgemm(&ta, &tb, &m, &n, &k, &falpha, <float *>a.data, &lda,
                   <float *>b.data, &ldb, &fbeta, <float *>c.data, &ldc)
         else:
@@ -211,7 +320,10 @@ cdef void _gemm_call(int dtype, int m, int n, int k, double alpha, Mat a, Mat b,
         # Row-major C is column-major C^T = B^T A^T: swap the operands, never copy them.
         tb = b'T' if b.colmajor else b'N'
         ta = b'T' if a.colmajor else b'N'
-        if dtype == DT_FLOAT32:
+        if _use_ilp64:
+            g64(&tb, &ta, &n64, &m64, &k64, palpha, b.data, &ldb64, a.data, &lda64, pbeta,
+                c.data, &ldc64)
+        elif dtype == DT_FLOAT32:
             sgemm(&tb, &ta, &n, &m, &k, &falpha, <float *>b.data, &ldb,
                   <float *>a.data, &lda, &fbeta, <float *>c.data, &ldc)
         else:
@@ -261,7 +373,7 @@ cdef void _gemm_serial(int dtype, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, doub
                 ab.data = _at(a, i0, p0, isz)
                 bb = b
                 bb.data = _at(b, p0, j0, isz)
-                _gemm_call(dtype, <int>mi, <int>nj, <int>kp, alpha, ab, bb, bcur, cb)
+                _gemm_call(dtype, mi, nj, kp, alpha, ab, bb, bcur, cb)
                 bcur = 1.0
                 p0 += kp
             j0 += nj
@@ -291,8 +403,8 @@ cdef void _plan_tiles(Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k
                       Py_ssize_t *row_parts, Py_ssize_t *col_parts) noexcept nogil:
     """Cut each GEMM of a batch into tiles, from the shape alone (never the thread count).
 
-    Tiles are sized to about TILE_WORK multiply-adds, and only as many as needed to give
-    MAX_TILES work items in all. Splitting C's rows repacks B once per row part, and splitting
+    Tiles hold at least TILE_WORK multiply-adds, and there are only as many as needed to
+    give MAX_TILES work items in all (MAX_TILES comes from the processor count). Splitting C's rows repacks B once per row part, and splitting
     its columns repacks A once per column part, so each doubling goes to the cheaper side.
     """
     cdef double work = <double>m * <double>n * <double>k
@@ -313,6 +425,34 @@ cdef void _plan_tiles(Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k
     col_parts[0] = cp
 
 
+cdef inline void _run_item(int dtype, Py_ssize_t item, Py_ssize_t rp, Py_ssize_t cp,
+                           Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+                           Mat a, const Py_ssize_t *a_off, Mat b, const Py_ssize_t *b_off,
+                           double beta, Mat c, const Py_ssize_t *c_off, const char *bias,
+                           Py_ssize_t isz) noexcept nogil:
+    """One work item: tile (ti, tj) of batch entry bi, a single-threaded BLAS call."""
+    cdef Py_ssize_t bi = item // (rp * cp)
+    cdef Py_ssize_t t = item - bi * (rp * cp)
+    cdef Py_ssize_t ti = t // cp
+    cdef Py_ssize_t tj = t - ti * cp
+    cdef Py_ssize_t r0 = _split_point(m, rp, ti), r1 = _split_point(m, rp, ti + 1)
+    cdef Py_ssize_t c0 = _split_point(n, cp, tj), c1 = _split_point(n, cp, tj + 1)
+    if a_off != NULL:
+        a.data = a.data + a_off[bi]
+    if b_off != NULL:
+        b.data = b.data + b_off[bi]
+    if c_off != NULL:
+        c.data = c.data + c_off[bi]
+    a.data = _at(a, r0, 0, isz)
+    b.data = _at(b, 0, c0, isz)
+    c.data = _at(c, r0, c0, isz)
+    if bias != NULL:
+        _fill_bias(isz, r1 - r0, c1 - c0, bias + c0 * isz, c)
+        _gemm_serial(dtype, r1 - r0, c1 - c0, k, alpha, a, b, 1.0, c)
+    else:
+        _gemm_serial(dtype, r1 - r0, c1 - c0, k, alpha, a, b, beta, c)
+
+
 cdef void gemm_batched(int dtype, Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n,
                        Py_ssize_t k, double alpha, Mat a, const Py_ssize_t *a_off,
                        Mat b, const Py_ssize_t *b_off, double beta, Mat c,
@@ -327,9 +467,8 @@ cdef void gemm_batched(int dtype, Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n,
     scheduling; each item is one single-threaded BLAS call.
     """
     cdef Py_ssize_t isz = 4 if dtype == DT_FLOAT32 else 8
-    cdef Py_ssize_t rp, cp, items, item, bi, t, ti, tj, r0, r1, c0, c1
+    cdef Py_ssize_t rp, cp, items, item
     cdef bint pinned = False
-    cdef Mat ai, bi_, ci
     cdef double work = <double>m * <double>n * <double>k
     if batch <= 0 or m == 0 or n == 0:
         return
@@ -347,31 +486,14 @@ cdef void gemm_batched(int dtype, Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n,
         nthreads = <int>items
     if work * batch < BLAS_SELF_THREAD_MNK:
         nthreads = 1
-    for item in prange(items, nogil=True, schedule='static', num_threads=nthreads):
-        bi = item // (rp * cp)
-        t = item - bi * (rp * cp)
-        ti = t // cp
-        tj = t - ti * cp
-        r0 = _split_point(m, rp, ti)
-        r1 = _split_point(m, rp, ti + 1)
-        c0 = _split_point(n, cp, tj)
-        c1 = _split_point(n, cp, tj + 1)
-        ai = a
-        bi_ = b
-        ci = c
-        if a_off != NULL:
-            ai.data = a.data + a_off[bi]
-        if b_off != NULL:
-            bi_.data = b.data + b_off[bi]
-        if c_off != NULL:
-            ci.data = c.data + c_off[bi]
-        ai.data = _at(ai, r0, 0, isz)
-        bi_.data = _at(bi_, 0, c0, isz)
-        ci.data = _at(ci, r0, c0, isz)
-        if bias != NULL:
-            _fill_bias(isz, r1 - r0, c1 - c0, bias + c0 * isz, ci)
-            _gemm_serial(dtype, r1 - r0, c1 - c0, k, alpha, ai, bi_, 1.0, ci)
-        else:
-            _gemm_serial(dtype, r1 - r0, c1 - c0, k, alpha, ai, bi_, beta, ci)
+    if nthreads <= 1:
+        # No OpenMP region at all: entering one costs more than a tiny GEMM.
+        for item in range(items):
+            _run_item(dtype, item, rp, cp, m, n, k, alpha, a, a_off, b, b_off, beta, c, c_off,
+                      bias, isz)
+    else:
+        for item in prange(items, nogil=True, schedule='static', num_threads=nthreads):
+            _run_item(dtype, item, rp, cp, m, n, k, alpha, a, a_off, b, b_off, beta, c, c_off,
+                      bias, isz)
     if pinned:
         _unpin_blas()

@@ -327,25 +327,31 @@ def linear(x, w, b=None, *, out=None):
     return C
 
 
+cdef void _column_panel(int dt, const char *data, Py_ssize_t rows, Py_ssize_t cols,
+                        Py_ssize_t ld, char *out, Py_ssize_t p) noexcept nogil:
+    cdef Py_ssize_t isz = 4 if dt == DT_FLOAT32 else 8
+    cdef Py_ssize_t c0 = p * COLSUM_PANEL
+    cdef Py_ssize_t width = min(COLSUM_PANEL, cols - c0)
+    cdef char *scratch = <char *>malloc((FDL_COLSUM_MAX_LEVELS + 1) * width * isz)
+    if dt == DT_FLOAT32:
+        fdl_colsum_f32(<const float *>data + c0, rows, width, ld, <float *>out + c0,
+                       <float *>scratch)
+    else:
+        fdl_colsum_f64(<const double *>data + c0, rows, width, ld, <double *>out + c0,
+                       <double *>scratch)
+    free(scratch)
+
+
 cdef void _column_sums(int dt, const char *data, Py_ssize_t rows, Py_ssize_t cols,
                        Py_ssize_t ld, char *out, int nthreads) noexcept nogil:
     """out[j] = sum_i x[i, j] for a row-major matrix, in fixed column panels."""
-    cdef Py_ssize_t isz = 4 if dt == DT_FLOAT32 else 8
-    cdef Py_ssize_t panels = (cols + COLSUM_PANEL - 1) // COLSUM_PANEL, p, c0, width
-    cdef char *scratch
-    if rows * cols < PARALLEL_MIN_ELEMENTS:
-        nthreads = 1
-    for p in prange(panels, schedule='static', num_threads=nthreads):
-        c0 = p * COLSUM_PANEL
-        width = min(COLSUM_PANEL, cols - c0)
-        scratch = <char *>malloc((FDL_COLSUM_MAX_LEVELS + 1) * width * isz)
-        if dt == DT_FLOAT32:
-            fdl_colsum_f32(<const float *>data + c0, rows, width, ld,
-                           <float *>out + c0, <float *>scratch)
-        else:
-            fdl_colsum_f64(<const double *>data + c0, rows, width, ld,
-                           <double *>out + c0, <double *>scratch)
-        free(scratch)
+    cdef Py_ssize_t panels = (cols + COLSUM_PANEL - 1) // COLSUM_PANEL, p
+    if rows * cols < PARALLEL_MIN_ELEMENTS or nthreads <= 1 or panels == 1:
+        for p in range(panels):
+            _column_panel(dt, data, rows, cols, ld, out, p)
+    else:
+        for p in prange(panels, schedule='static', num_threads=nthreads):
+            _column_panel(dt, data, rows, cols, ld, out, p)
 
 
 def linear_backward(dy, x, w, *, need_bias=True):
