@@ -7,7 +7,8 @@
 * ``gemm_scale(a, b)``: the ``|a| @ |b|`` bound that GEMM tolerances are relative to.
 * ``snapshot`` / ``assert_unchanged``: bitwise "a failed call wrote nothing" checks.
 * ``make_wrong_out(kind, dtype, shape)``: an ``out=`` every function must refuse.
-* ``blas_int_limit``: lowers fastdl's BLAS 32-bit limit for a test, always restoring it.
+* ``blas_provider``: runs a test once per BLAS library fastdl can call.
+* ``blas_int_limit``: lowers fastdl's BLAS integer limit for a test, always restoring it.
 
 Test modules import the helpers with ``from conftest import ...`` (pytest puts this
 directory on ``sys.path``, the tests folder being no package).
@@ -67,13 +68,35 @@ def _restore_thread_count():
         fastdl.set_num_threads(before)
 
 
+# The BLAS libraries fastdl can call (e.g. "scipy": scipy's LP64 cython_blas, "numpy": the
+# ILP64 OpenBLAS of NumPy's wheels); tests of the BLAS layer run on each of them.
+BLAS_PROVIDERS = sorted(getattr(_blas, "_providers", {}) or ["default"])
+
+
+@pytest.fixture(params=BLAS_PROVIDERS)
+def blas_provider(request):
+    """Run the test with each BLAS provider, restoring the one selected before."""
+    if request.param == "default" or not hasattr(_blas, "_select_provider"):
+        yield request.param
+        return
+    previous = _blas.blas_info()["provider"]
+    _blas._select_provider(request.param)
+    try:
+        yield request.param
+    finally:
+        _blas._select_provider(previous)
+
+
 @pytest.fixture
-def blas_int_limit():
+def blas_int_limit(request):
     """A setter for fastdl's BLAS integer limit; the original limit is restored afterwards.
 
     ``_set_blas_int_limit(n)`` returns the previous limit, which is what we restore (in a
     ``finally``: a failing test must not leave every later GEMM split into tiny pieces).
+    With ``blas_provider`` the provider is selected first (selecting one resets the limit).
     """
+    if "blas_provider" in request.fixturenames:
+        request.getfixturevalue("blas_provider")
     original = _blas._set_blas_int_limit(2**31 - 1)
     _blas._set_blas_int_limit(original)
     try:

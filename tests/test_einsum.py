@@ -199,3 +199,36 @@ def test_einsum_shape_mismatch_raises_value_error():
 def test_einsum_subscripts_must_be_a_string():
     with pytest.raises(TypeError):
         fastdl.einsum(None, np.ones(3), np.ones(3))
+
+
+# --------------------------------------------------------------------------------------
+# Property-based: random two-operand contractions (most of them GEMM-shaped) vs np.einsum
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def contractions(draw):
+    letters = draw(st.lists(st.sampled_from("abcdeXY"), min_size=1, max_size=5, unique=True))
+    sizes = {c: draw(st.integers(0, 4)) for c in letters}
+    term_a = "".join(draw(st.permutations(letters))[:draw(st.integers(0, len(letters)))])
+    term_b = "".join(draw(st.permutations(letters))[:draw(st.integers(0, len(letters)))])
+    used = sorted(set(term_a) | set(term_b))
+    if draw(st.booleans()):
+        out = "".join(draw(st.permutations(used))[:draw(st.integers(0, len(used)))])
+        subscripts = f"{term_a},{term_b}->{out}"
+    else:
+        subscripts = f"{term_a},{term_b}"
+    return subscripts, tuple(sizes[c] for c in term_a), tuple(sizes[c] for c in term_b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=contractions(), dt=st.sampled_from(["float32", "float64"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_einsum_property(case, dt, seed):
+    subscripts, shape_a, shape_b = case
+    rng = np.random.default_rng(seed)
+    a, b = random_array(rng, shape_a, dt), random_array(rng, shape_b, dt)
+    result = fastdl.einsum(subscripts, a, b)
+    # (whether a full contraction gives a NumPy scalar is test_full_contraction_...'s job)
+    check_einsum(np.asarray(result), subscripts, [a, b], np.dtype(dt))

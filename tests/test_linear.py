@@ -88,7 +88,7 @@ def test_linear_zero_out_features(dtype):
 
 @pytest.mark.parametrize("x_layout", LAYOUTS)
 @pytest.mark.parametrize("w_layout", LAYOUTS)
-def test_linear_layouts(dtype, rng, x_layout, w_layout):
+def test_linear_layouts(dtype, rng, blas_provider, x_layout, w_layout):
     x = random_array(rng, (33, 17), dtype)
     w = random_array(rng, (17, 29), dtype)
     b = random_array(rng, 29, dtype)
@@ -352,7 +352,7 @@ def test_linear_backward_need_bias_false(dtype, rng):
 @pytest.mark.parametrize("dy_layout", LAYOUTS)
 @pytest.mark.parametrize("x_layout", LAYOUTS)
 @pytest.mark.parametrize("w_layout", ["C", "F", "negative"])
-def test_linear_backward_layouts(dtype, rng, dy_layout, x_layout, w_layout):
+def test_linear_backward_layouts(dtype, rng, blas_provider, dy_layout, x_layout, w_layout):
     x = random_array(rng, (33, 17), dtype)
     w = random_array(rng, (17, 29), dtype)
     dy = random_array(rng, (33, 29), dtype)
@@ -453,7 +453,7 @@ def test_linear_backward_finite_differences(rng, x_shape):
 # Threads: bitwise identical results for any thread count
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["float32", "float64"])
-def test_linear_bitwise_identical_across_threads(rng, dt):
+def test_linear_bitwise_identical_across_threads(rng, blas_provider, dt):
     x = random_array(rng, (512, 1024), dt)
     w = random_array(rng, (1024, 768), dt)
     b = random_array(rng, 768, dt)
@@ -469,7 +469,7 @@ def test_linear_bitwise_identical_across_threads(rng, dt):
     check_linear(results[0], x, w, b, np.dtype(dt))
 
 
-def test_linear_backward_bitwise_identical_across_threads(rng):
+def test_linear_backward_bitwise_identical_across_threads(rng, blas_provider):
     x = random_array(rng, (512, 1024), np.float32)
     w = random_array(rng, (1024, 768), np.float32)
     dy = random_array(rng, (512, 768), np.float32)
@@ -501,7 +501,8 @@ def test_linear_backward_db_bitwise_identical_many_columns(rng):
 
 @pytest.mark.parametrize("lim", [5, 16])
 @pytest.mark.parametrize("x_shape", [(37, 5), (3, 13, 5)], ids=str)
-def test_linear_and_backward_with_split_dimensions(dtype, rng, blas_int_limit, lim, x_shape):
+def test_linear_and_backward_with_split_dimensions(dtype, rng, blas_provider, blas_int_limit,
+                                                   lim, x_shape):
     # All leading dimensions (5 and 4) fit the limit while the rows (37, 39) exceed it:
     # linear splits m, linear_backward splits m (dx) and k (dw = x^T dy over the rows).
     x = random_array(rng, x_shape, dtype)

@@ -146,3 +146,37 @@ def test_cuda_is_not_available_without_the_cuda_extension():
     if importlib.util.find_spec("fastdl._ext._cuda") is not None:
         pytest.skip("this build has fastdl's CUDA extension")
     assert fastdl.cuda.is_available() is False
+
+
+def test_concurrent_calls_from_python_threads_give_identical_results():
+    # The kernels release the GIL and pin BLAS to one thread with a refcount shared by
+    # concurrent calls: results from several Python threads at once must not change.
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 500))
+    b = rng.standard_normal((500, 400))
+    dy = rng.standard_normal((300, 400))
+    expected_mm = fastdl.matmul(a, b)
+    expected_bw = fastdl.linear_backward(dy, a, b)
+    with ThreadPoolExecutor(4) as pool:
+        mms = list(pool.map(lambda _: fastdl.matmul(a, b), range(12)))
+        bws = list(pool.map(lambda _: fastdl.linear_backward(dy, a, b), range(6)))
+    assert all(r.tobytes() == expected_mm.tobytes() for r in mms)
+    for result in bws:
+        assert all(r.tobytes() == e.tobytes() for r, e in zip(result, expected_bw))
+
+
+def test_fastdl_leaves_the_users_blas_thread_setting_alone():
+    # fastdl pins BLAS to one thread during its calls and must restore the user's setting.
+    def blas_threads():
+        return sorted((e["filepath"], e["num_threads"]) for e in threadpoolctl.threadpool_info()
+                      if e["user_api"] == "blas")
+
+    a = np.ones((300, 500))
+    b = np.ones((500, 400))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        fastdl.matmul(a, b)
+        fastdl.linear(a, b)
+        fastdl.linear_backward(np.ones((300, 400)), a, b)
+        assert blas_threads() == before
