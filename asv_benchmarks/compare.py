@@ -78,6 +78,7 @@ class Case:
         self.build, self.stmts = build, stmts
         self.results = results or {}
         self.flops, self.tiny = flops, tiny
+        self.load = None  # share of the CPUs other processes used while it ran
 
 
 def _matmul_ns(n):
@@ -226,6 +227,43 @@ def measure(case, impls, torch, per_side, blocks, pause):
     return stats, errs
 
 
+class OtherLoad:
+    """Share of the machine's CPU time that other processes used while a block ran.
+
+    Busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq, steal) minus this
+    process's own CPU time (all its threads), over wall time x CPU count. Linux only; None
+    elsewhere. Spinning BLAS/OpenMP threads of this process count as its own.
+    """
+
+    def __init__(self):
+        self.share = None
+
+    @staticmethod
+    def _busy():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self):
+        self._t0, self._busy0, self._own0 = time.perf_counter(), self._busy(), os.times()
+        return self
+
+    def __exit__(self, *exc):
+        busy = self._busy()
+        if busy is None or self._busy0 is None:
+            return False
+        wall = time.perf_counter() - self._t0
+        own1 = os.times()
+        own = (own1.user - self._own0.user) + (own1.system - self._own0.system)
+        other = (busy - self._busy0) - own
+        self.share = max(0.0, other / (wall * (os.cpu_count() or 1)))
+        return False
+
+
 # --------------------------------------------------------------------------------------
 # report
 
@@ -239,6 +277,13 @@ def _fmt(v):
     if v >= 1:
         return f"{v:.2f}"
     return f"{v:.3f}"
+
+
+LOAD_WARN = 0.10  # share of the CPUs used by other processes above which a row is flagged
+
+
+def _flag(case):
+    return " †" if case.load is not None and case.load > LOAD_WARN else ""
 
 
 def _cpu_model():
@@ -299,7 +344,9 @@ def main(argv=None):
     selected = [c for c in cases() if args.match in c.op or args.match in c.size]
     rows_big, rows_tiny = [], []
     for case in selected:
-        stats, errs = measure(case, impls, torch, per_side, blocks, pause)
+        with OtherLoad() as load:
+            stats, errs = measure(case, impls, torch, per_side, blocks, pause)
+        case.load = load.share
         (rows_tiny if case.tiny else rows_big).append((case, stats, errs))
         if sys.stderr.isatty():
             print(f"  measured {case.op} {case.size} {case.dtype}", file=sys.stderr, flush=True)
@@ -325,7 +372,7 @@ def main(argv=None):
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for case, stats, errs in rows_big:
-            cells = [case.op, case.size, case.dtype]
+            cells = [case.op + _flag(case), case.size, case.dtype]
             cells += [_fmt(stats[i]["median"] * 1e3) for i in impls]
             cells += ratio_cells(stats)
             if case.flops:
@@ -346,12 +393,24 @@ def main(argv=None):
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for case, stats, errs in rows_tiny:
-            cells = [case.op, case.size, case.dtype]
+            cells = [case.op + _flag(case), case.size, case.dtype]
             cells += [_fmt(stats[i]["median"] * 1e6) for i in impls]
             cells += ratio_cells(stats)
             cells.append(iqr_cell(stats))
             print("| " + " | ".join(cells) + " |")
         print()
+    loads = [(c.load, c) for c in selected if c.load is not None]
+    if loads:
+        mean = sum(v for v, _ in loads) / len(loads)
+        worst, worst_case = max(loads, key=lambda t: t[0])
+        print(f"Other processes used {100 * mean:.0f}% of the {os.cpu_count()} CPUs on average "
+              f"while these cases ran (at most {100 * worst:.0f}%, in {worst_case.op} "
+              f"{worst_case.size} {worst_case.dtype}).", end="")
+        if worst > LOAD_WARN:
+            print(f" Rows marked † ran while they used more than {100 * LOAD_WARN:.0f}%: "
+                  f"their timings are unreliable; re-run on a quiet machine.")
+        else:
+            print()
     return 0
 
 

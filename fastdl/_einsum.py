@@ -130,6 +130,8 @@ def _gemm_einsum(plan, a, b, out):
     if out is not None:
         np.copyto(out, result)
         return out
+    if result.ndim == 0:
+        return result[()]  # a full contraction gives a NumPy scalar, as np.einsum does
     return result
 
 

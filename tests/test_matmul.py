@@ -16,9 +16,8 @@ from reference import matmul_ref
 
 
 def check_matmul(actual, a, b, dtype):
-    """actual == a @ b within the GEMM tolerance (k = the contracted length)."""
-    k = np.shape(a)[-1]
-    assert_close(actual, matmul_ref(a, b), dtype, scale=gemm_scale(a, b), terms=k)
+    """actual == a @ b within the GEMM tolerance (relative to |a| @ |b|)."""
+    assert_close(actual, matmul_ref(a, b), dtype, scale=gemm_scale(a, b))
 
 
 # --------------------------------------------------------------------------------------
@@ -389,8 +388,7 @@ def test_bitwise_identical_for_1_and_2_threads(rng, blas_provider, shape_a, shap
             fastdl.matmul(a, b, out=out_f)
         outs.append(out_f)
     assert outs[0].tobytes(order="A") == outs[1].tobytes(order="A")
-    if dt == np.float32 and a.ndim == 2 and a.shape[0] == 300:
-        check_matmul(one, a, b, np.dtype(dt))
+    check_matmul(one, a, b, np.dtype(dt))
 
 
 # --------------------------------------------------------------------------------------

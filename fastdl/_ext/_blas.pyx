@@ -279,9 +279,9 @@ cdef int check_blas_dims(Mat a, Mat b, Mat c) except -1:
     """Leading dimensions cannot be split: reject what BLAS's 32-bit ints cannot express."""
     if a.ld > _int_limit or b.ld > _int_limit or c.ld > _int_limit:
         raise ValueError(
-            f"a leading dimension ({max(a.ld, b.ld, c.ld)}) exceeds the {_int_limit} "
-            "that BLAS's 32-bit integers can express; pass a contiguous copy with a "
-            "shorter inner dimension")
+            f"fastdl: a leading dimension ({max(a.ld, b.ld, c.ld)}) exceeds {_int_limit}, "
+            f"the largest the {_provider} BLAS's integers can express; pass a copy whose "
+            "rows are shorter")
     return 0
 
 

@@ -3,8 +3,7 @@
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
-from libc.stdlib cimport malloc, free
+from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
 
 from fastdl._ext._blas cimport (Mat, DT_FLOAT32, blas_layout, check_blas_dims,
@@ -18,7 +17,7 @@ cdef extern from "fastdl/reduce.h" nogil:
                         float *out, float *scratch)
     void fdl_colsum_f64(const double *x, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                         double *out, double *scratch)
-    int FDL_COLSUM_MAX_LEVELS
+    int FDL_COLSUM_BLOCK
 
 cnp.import_array()
 
@@ -74,6 +73,35 @@ cdef object _batch_offsets(const Py_ssize_t *shape, const Py_ssize_t *strides, i
 
 cdef inline bint _aligned(cnp.ndarray a) noexcept:
     return cnp.PyArray_ISALIGNED(a)
+
+
+cdef bint _describe(cnp.ndarray x, Py_ssize_t rows, Py_ssize_t cols, int row_axis,
+                    int col_axis, Mat *mat) noexcept:
+    """Describe the matrix axes of x as a BLAS operand in place, if its strides allow."""
+    if not _aligned(x):
+        return False
+    if not blas_layout(rows, cols, _stride(x, row_axis) if row_axis >= 0 else 0,
+                       _stride(x, col_axis) if col_axis >= 0 else 0,
+                       cnp.PyArray_ITEMSIZE(x), mat):
+        return False
+    mat.data = <char *>cnp.PyArray_DATA(x)
+    return True
+
+
+cdef cnp.ndarray _fresh_copy(cnp.ndarray x):
+    # Not ascontiguousarray: that returns misaligned contiguous data unchanged.
+    return np.array(x, order="C", copy=True)
+
+
+cdef cnp.ndarray _blas_operand(cnp.ndarray x, Py_ssize_t rows, Py_ssize_t cols, int row_axis,
+                               int col_axis, Mat *mat):
+    """x itself if BLAS can read its matrices in place, else a C-ordered copy made once."""
+    if _describe(x, rows, cols, row_axis, col_axis, mat):
+        return x
+    x = _fresh_copy(x)
+    if not _describe(x, rows, cols, row_axis, col_axis, mat):
+        raise RuntimeError("fastdl internal error: a C-ordered copy is not a BLAS operand")
+    return x
 
 
 # --------------------------------------------------------------------------------------
@@ -138,37 +166,31 @@ def matmul(a, b, *, out=None):
     cdef cnp.ndarray C, target = None
     if out is not None:
         target = check_out(out, shape, typenum, "matmul")
-    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(A)
     cdef Mat ma, mb, mc
-
-    # Operands BLAS cannot read in place are copied once, to C order.
-    if not _aligned(A) or not blas_layout(
-            m, k, _stride(A, nda - 2) if nda > 1 else 0, _stride(A, nda - 1), isz, &ma):
-        A = np.ascontiguousarray(A)
-        blas_layout(m, k, _stride(A, nda - 2) if nda > 1 else 0, _stride(A, nda - 1), isz, &ma)
-    if not _aligned(B) or not blas_layout(
-            k, n, _stride(B, ndb - 2) if ndb > 1 else _stride(B, 0),
-            _stride(B, ndb - 1) if ndb > 1 else 0, isz, &mb):
-        B = np.ascontiguousarray(B)
-        blas_layout(k, n, _stride(B, ndb - 2) if ndb > 1 else _stride(B, 0),
-                    _stride(B, ndb - 1) if ndb > 1 else 0, isz, &mb)
-    ma.data = <char *>cnp.PyArray_DATA(A)
-    mb.data = <char *>cnp.PyArray_DATA(B)
-
     cdef int ndc = len(shape)
     cdef cnp.npy_intp cdims[64]
+    cdef Py_ssize_t size = 1
     for d in range(ndc):
         cdims[d] = shape[d]
+        size *= cdims[d]
+    if size == 0:
+        # Nothing to compute (and NumPy gives empty arrays zero strides, which no BLAS takes).
+        if target is not None:
+            return target
+        return cnp.PyArray_EMPTY(ndc, cdims, typenum, 0)
+
+    # The matrix axes of each operand; -1 marks the unit axis of a promoted 1-D operand.
+    A = _blas_operand(A, m, k, nda - 2 if nda > 1 else -1, nda - 1, &ma)
+    B = _blas_operand(B, k, n, ndb - 2 if ndb > 1 else 0, ndb - 1 if ndb > 1 else -1, &mb)
+    cdef int c_row_axis = (ndc - 1 - (ndb > 1)) if nda > 1 else -1
+    cdef int c_col_axis = ndc - 1 if ndb > 1 else -1
     C = target
-    if C is None or not _aligned(C) or may_overlap(C, A) or may_overlap(C, B) or \
-            not blas_layout(m, n, _stride(C, ndc - 1 - (ndb > 1)) if nda > 1 else 0,
-                            _stride(C, ndc - 1) if ndb > 1 else 0, isz, &mc):
+    if C is None or may_overlap(C, A) or may_overlap(C, B) or \
+            not _describe(C, m, n, c_row_axis, c_col_axis, &mc):
         # No user out, or one BLAS cannot write in place (or that aliases an input):
         # compute into a fresh C-ordered array.
-        C = cnp.PyArray_EMPTY(ndc, cdims, typenum, 0)
-        blas_layout(m, n, _stride(C, ndc - 1 - (ndb > 1)) if nda > 1 else 0,
-                    _stride(C, ndc - 1) if ndb > 1 else 0, isz, &mc)
-    mc.data = <char *>cnp.PyArray_DATA(C)
+        C = _blas_operand(cnp.PyArray_EMPTY(ndc, cdims, typenum, 0), m, n, c_row_axis,
+                          c_col_axis, &mc)
     check_blas_dims(ma, mb, mc)
 
     for d in range(nbatch):
@@ -178,6 +200,7 @@ def matmul(a, b, *, out=None):
         bstr[d] = _stride(B, ib) if ib >= 0 and B.shape[ib] != 1 else 0
         cstr[d] = _stride(C, d) if bshape[d] != 1 else 0
 
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(A)
     cdef int dt = dtype_code(A)
     cdef int nthreads = current_threads()
     cdef bint b_batched = False
@@ -260,8 +283,9 @@ cdef inline Mat _transposed(Mat x) noexcept nogil:
 cdef cnp.ndarray _as_rows(cnp.ndarray x, Py_ssize_t *rows, Mat *mat):
     """x as a (rows, cols) BLAS matrix, copied to C order once if its strides do not allow it."""
     if not _rows_view(x, rows, mat):
-        x = np.ascontiguousarray(x)
-        _rows_view(x, rows, mat)
+        x = _fresh_copy(x)
+        if not _rows_view(x, rows, mat):
+            raise RuntimeError("fastdl internal error: a C-ordered copy is not a BLAS operand")
     return x
 
 
@@ -296,7 +320,8 @@ def linear(x, w, b=None, *, out=None):
         if cnp.PyArray_NDIM(Bv) != 1 or Bv.shape[0] != n:
             raise ValueError(f"fastdl.linear: b has shape {shape_of(Bv)}, expected ({n},) to match "
                              f"w of shape {shape_of(W)}")
-        Bv = np.ascontiguousarray(Bv)
+        if not cnp.PyArray_IS_C_CONTIGUOUS(Bv) or not _aligned(Bv):
+            Bv = _fresh_copy(Bv)
     shape = shape_of(X)[:cnp.PyArray_NDIM(X) - 1] + (n,)
     cdef cnp.ndarray target = None, C
     if out is not None:
@@ -304,15 +329,11 @@ def linear(x, w, b=None, *, out=None):
     cdef Mat mx, mw, mc
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
     X = _as_rows(X, &rows, &mx)
-    if not _aligned(W) or not blas_layout(k, n, _stride(W, 0), _stride(W, 1), isz, &mw):
-        W = np.ascontiguousarray(W)
-        blas_layout(k, n, _stride(W, 0), _stride(W, 1), isz, &mw)
-    mw.data = <char *>cnp.PyArray_DATA(W)
+    W = _blas_operand(W, k, n, 0, 1, &mw)
     C = target
     if C is None or may_overlap(C, X) or may_overlap(C, W) or \
             (Bv is not None and may_overlap(C, Bv)) or not _rows_view(C, &rows, &mc):
-        C = np.empty(shape, dtype=X.dtype)
-        _rows_view(C, &rows, &mc)
+        C = _as_rows(np.empty(shape, dtype=X.dtype), &rows, &mc)
     check_blas_dims(mx, mw, mc)
     cdef int dt = dtype_code(X)
     cdef int nthreads = current_threads()
@@ -328,30 +349,42 @@ def linear(x, w, b=None, *, out=None):
 
 
 cdef void _column_panel(int dt, const char *data, Py_ssize_t rows, Py_ssize_t cols,
-                        Py_ssize_t ld, char *out, Py_ssize_t p) noexcept nogil:
-    cdef Py_ssize_t isz = 4 if dt == DT_FLOAT32 else 8
+                        Py_ssize_t ld, char *out, Py_ssize_t p, char *scratch) noexcept nogil:
     cdef Py_ssize_t c0 = p * COLSUM_PANEL
     cdef Py_ssize_t width = min(COLSUM_PANEL, cols - c0)
-    cdef char *scratch = <char *>malloc((FDL_COLSUM_MAX_LEVELS + 1) * width * isz)
     if dt == DT_FLOAT32:
         fdl_colsum_f32(<const float *>data + c0, rows, width, ld, <float *>out + c0,
                        <float *>scratch)
     else:
         fdl_colsum_f64(<const double *>data + c0, rows, width, ld, <double *>out + c0,
                        <double *>scratch)
-    free(scratch)
 
 
-cdef void _column_sums(int dt, const char *data, Py_ssize_t rows, Py_ssize_t cols,
-                       Py_ssize_t ld, char *out, int nthreads) noexcept nogil:
+cdef int _column_sums(int dt, const char *data, Py_ssize_t rows, Py_ssize_t cols,
+                      Py_ssize_t ld, char *out, int nthreads) except -1:
     """out[j] = sum_i x[i, j] for a row-major matrix, in fixed column panels."""
     cdef Py_ssize_t panels = (cols + COLSUM_PANEL - 1) // COLSUM_PANEL, p
-    if rows * cols < PARALLEL_MIN_ELEMENTS or nthreads <= 1 or panels == 1:
-        for p in range(panels):
-            _column_panel(dt, data, rows, cols, ld, out, p)
-    else:
-        for p in prange(panels, schedule='static', num_threads=nthreads):
-            _column_panel(dt, data, rows, cols, ld, out, p)
+    cdef Py_ssize_t isz = 4 if dt == DT_FLOAT32 else 8
+    # The pairwise stack holds at most bit_length(number of row blocks) partial sums.
+    cdef Py_ssize_t nblocks = (rows + FDL_COLSUM_BLOCK - 1) // FDL_COLSUM_BLOCK, levels = 0
+    while nblocks >> levels:
+        levels += 1
+    cdef Py_ssize_t per_thread = (levels + 1) * min(COLSUM_PANEL, cols) * isz
+    if rows * cols < PARALLEL_MIN_ELEMENTS or panels == 1:
+        nthreads = 1
+    nthreads = max(1, min(nthreads, panels))
+    # Scratch for the pairwise stacks, one slice per thread, allocated with the GIL held.
+    cdef cnp.ndarray scratch = np.empty(nthreads * per_thread, dtype=np.uint8)
+    cdef char *base = <char *>cnp.PyArray_DATA(scratch)
+    with nogil:
+        if nthreads == 1:
+            for p in range(panels):
+                _column_panel(dt, data, rows, cols, ld, out, p, base)
+        else:
+            for p in prange(panels, schedule='static', num_threads=nthreads):
+                _column_panel(dt, data, rows, cols, ld, out, p,
+                              base + threadid() * per_thread)
+    return 0
 
 
 def linear_backward(dy, x, w, *, need_bias=True):
@@ -387,15 +420,12 @@ def linear_backward(dy, x, w, *, need_bias=True):
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
     X = _as_rows(X, &rows, &mx)
     dY = _as_rows(dY, &rows_dy, &mdy)
-    if not _aligned(W) or not blas_layout(k, n, _stride(W, 0), _stride(W, 1), isz, &mw):
-        W = np.ascontiguousarray(W)
-        blas_layout(k, n, _stride(W, 0), _stride(W, 1), isz, &mw)
-    mw.data = <char *>cnp.PyArray_DATA(W)
+    W = _blas_operand(W, k, n, 0, 1, &mw)
     cdef cnp.ndarray dX = np.empty(shape_of(X), dtype=X.dtype)
     cdef cnp.ndarray dW = np.empty((k, n), dtype=X.dtype)
     cdef cnp.ndarray dB = None, dy_rows = dY
-    _rows_view(dX, &rows, &mdx)
-    _rows_view(dW, &k, &mdw)
+    dX = _as_rows(dX, &rows, &mdx)
+    dW = _as_rows(dW, &k, &mdw)
     check_blas_dims(mdy, mw, mdx)
     check_blas_dims(mx, mdy, mdw)
     cdef int dt = dtype_code(X)
@@ -409,8 +439,6 @@ def linear_backward(dy, x, w, *, need_bias=True):
         dB = np.empty(n, dtype=X.dtype)
         if mdy.colmajor:
             # The panel sum reads rows; a Fortran-ordered dy is copied once for it.
-            dy_rows = np.ascontiguousarray(dY)
-            _rows_view(dy_rows, &rows, &mdy)
-        with nogil:
-            _column_sums(dt, mdy.data, rows, n, mdy.ld, <char *>cnp.PyArray_DATA(dB), nthreads)
+            dy_rows = _as_rows(_fresh_copy(dY), &rows, &mdy)
+        _column_sums(dt, mdy.data, rows, n, mdy.ld, <char *>cnp.PyArray_DATA(dB), nthreads)
     return dX, dW, dB

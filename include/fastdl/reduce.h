@@ -14,7 +14,6 @@
 #include "config.h"
 
 #define FDL_COLSUM_BLOCK 64
-#define FDL_COLSUM_MAX_LEVELS 64
 
 /* Stack for the pairwise merge: level l holds a partial sum over 2^l blocks. */
 #define FDL_DEFINE_COLSUM(T, SUFFIX)                                                      \
@@ -22,7 +21,7 @@ FDL_DISPATCH static void fdl_colsum_##SUFFIX(const T *FDL_RESTRICT x, ptrdiff_t 
                                              ptrdiff_t cols, ptrdiff_t ld,                \
                                              T *FDL_RESTRICT out, T *FDL_RESTRICT scratch)\
 {                                                                                         \
-    /* scratch holds (FDL_COLSUM_MAX_LEVELS + 1) * cols elements */                       \
+    /* scratch: (1 + bit_length(ceil(rows / FDL_COLSUM_BLOCK))) * cols elements */      \
     T *block = scratch;                                                                   \
     T *stack = scratch + cols;                                                            \
     unsigned long long nblocks = 0;                                                       \
