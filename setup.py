@@ -96,7 +96,7 @@ def extensions():
     exts = [
         Extension(
             f"fastdl._ext.{name}",
-            [os.path.join("fastdl", "_ext", f"{name}.pyx")],
+            [os.path.join("src", "fastdl", "_ext", f"{name}.pyx")],
             include_dirs=include,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             libraries=["dl"] if sys.platform.startswith("linux") else [],
@@ -104,7 +104,7 @@ def extensions():
         for name in MODULES
     ]
     return cythonize(exts, compiler_directives=CYTHON_DIRECTIVES,
-                     include_path=["fastdl/_ext"])
+                     include_path=["src"])
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

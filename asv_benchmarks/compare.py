@@ -12,8 +12,8 @@ Method (PERF.md):
 * every library is pinned to ``--threads`` threads (threadpoolctl for both OpenBLAS builds and
   the OpenMP runtimes, ``fastdl.set_num_threads``, ``torch.set_num_threads``);
 * each side gets 2 warm-up calls and its result is checked against NumPy's;
-* the sides are then timed in alternating blocks (N F T N F T ...), at least 0.5 s per side per
-  case (0.15 s with ``--quick``), with a 0.2 s pause before each block so that OpenBLAS's
+* the sides are then timed in alternating blocks (N F T N F T ...), 6 blocks and 0.6 s per side
+  per case (3 and 0.15 s with ``--quick``), with a 0.2 s pause before each block so that OpenBLAS's
   spinning idle threads (about 0.1 s after a threaded call) do not steal a core from the next
   library;
 * a sample is one call for the big cases and a loop of many calls (``timeit``, no per-call
@@ -21,7 +21,9 @@ Method (PERF.md):
 
 Columns: ``numpy/fastdl`` and ``torch/fastdl`` above 1 mean fastdl is faster. ``GFLOP/s`` is
 2mnk per GEMM over the median time. ``err`` is max|fastdl - numpy| / max|numpy| over all
-outputs. ``iqr`` is the inter-quartile range of each side's samples over its median.
+outputs. ``iqr`` is the inter-quartile range of each side's samples over its median. A row
+marked with a dagger ran while other processes used more than 10% of the CPUs (``/proc/stat``);
+its timings are unreliable.
 
 The imported fastdl is this checkout's in-place build when there is one (``python setup.py
 build_ext --inplace`` or ``pip install -e``), otherwise the installed one; the header says which.
@@ -36,20 +38,20 @@ import time
 import timeit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+SRC = os.path.join(os.path.dirname(HERE), "src")
 
 import numpy as np  # noqa: E402
 
 
 def _import_fastdl():
     """This checkout's fastdl if it is built in place, else the installed one."""
-    if os.path.isfile(os.path.join(ROOT, "fastdl", "__init__.py")):
-        sys.path.insert(0, ROOT)
+    if os.path.isfile(os.path.join(SRC, "fastdl", "__init__.py")):
+        sys.path.insert(0, SRC)
         try:
             import fastdl
             return fastdl
         except ImportError:
-            sys.path.remove(ROOT)
+            sys.path.remove(SRC)
             for name in [m for m in sys.modules if m == "fastdl" or m.startswith("fastdl.")]:
                 del sys.modules[name]
     import fastdl
@@ -313,7 +315,7 @@ def main(argv=None):
             torch = None
     if torch is not None:
         torch.set_num_threads(args.threads)
-    threads = _common.pin_threads(args.threads)
+    threads = _common.pin_threads(args.threads, force=True)
     impls = ["numpy", "fastdl"] + (["torch"] if torch is not None else [])
 
     per_side, blocks = (0.15, 3) if args.quick else (0.6, 6)
@@ -330,8 +332,10 @@ def main(argv=None):
     np_blas_txt = (f"OpenBLAS {np_blas.get('version')} ({os.path.basename(np_blas['filepath'])})"
                    if np_blas else "see threadpoolctl")
     print(f"- numpy {np.__version__}: {np_blas_txt}")
-    print(f"- fastdl {fastdl.__version__} ({os.path.dirname(fastdl.__file__)}): "
-          f"{cfg['blas_config']} via scipy {cfg['scipy']} cython_blas, "
+    provider = cfg.get("blas_provider", "scipy cython_blas").split(" (")[0]
+    blas_cfg = " ".join(cfg["blas_config"].split()[:2])
+    print(f"- fastdl {fastdl.__version__} ({os.path.dirname(fastdl.__file__)}): BLAS provider "
+          f"{provider!r} ({blas_cfg}, {os.path.basename(cfg['blas_library'])}), "
           f"SIMD {cfg['simd_level']}")
     if torch is not None:
         mkl = "MKL" if torch.backends.mkl.is_available() else "no MKL"

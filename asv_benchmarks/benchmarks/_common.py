@@ -3,11 +3,16 @@
 * ``IMPLS``, ``DTYPES``: the standard parameter values of a benchmark class.
 * ``pin_threads(n)``: run NumPy's BLAS, the BLAS fastdl calls and fastdl's OpenMP loops on
   the same number of threads (``THREADS`` by default: 2, or ``$FASTDL_BENCH_THREADS``).
-* ``randn`` / ``uniform`` / ``rng``: seeded inputs, built in the requested dtype directly
-  (never by casting a float64 array, which would double the setup's peak memory).
+* ``randn`` / ``uniform`` / ``rng`` / ``linear_inputs``: seeded inputs, built in the requested
+  dtype directly (never by casting a float64 array, which would double the setup's memory).
+* ``cached(key, build)``: build a benchmark's inputs once per process.
 
-Call ``pin_threads()`` first in every ``setup``: asv runs each benchmark in a fresh process
-(forked from its server), so the limits set in ``setup`` apply to the timed calls that follow.
+How asv (asv_runner >= 0.3) times a benchmark that has a ``setup``: it re-runs ``setup`` before
+every sample and times one call per sample (asv#966). So ``setup`` must be cheap and must hand
+back the same, already warm arrays each time: wrap input building in ``cached`` and call
+``pin_threads()`` (a no-op once the process is pinned) first. Sub-microsecond calls cannot be
+measured one at a time: a class for those has no ``setup`` at all (see
+``bench_linalg.TinyCalls``), so asv times them in batches.
 """
 
 import os
@@ -21,30 +26,52 @@ DTYPES = ("float32", "float64")
 THREADS = int(os.environ.get("FASTDL_BENCH_THREADS", "2"))
 
 _limits = None  # the active threadpoolctl limiter, kept alive for the life of the process
+_pinned = None  # the thread count this process is pinned to
+_cache = {}
 
 
-def pin_threads(n=None):
+def pin_threads(n=None, force=False):
     """Pin every thread pool a benchmark touches to ``n`` threads (default ``THREADS``).
 
     * threadpoolctl sets the limit of every BLAS it finds loaded (NumPy's bundled
-      ``scipy_openblas64_``, SciPy's ``scipy_openblas`` that fastdl calls through
+      ``scipy_openblas64_``, which fastdl's default ``numpy`` provider also calls, and
+      SciPy's ``scipy_openblas``, which its ``scipy`` provider calls through
       ``scipy.linalg.cython_blas``) and of the OpenMP runtimes (fastdl's libgomp, and
       torch's bundled libgomp when torch is loaded);
     * ``fastdl.set_num_threads(n)`` sets fastdl's own OpenMP thread count for the calling
-      thread (fastdl runs its BLAS calls inside its own threads, one BLAS thread each).
+      thread (fastdl runs its BLAS calls inside its own threads, one BLAS thread each, and
+      restores the library's thread count afterwards, so NumPy's GEMMs keep ``n`` threads).
 
-    Returns ``n``.
+    Cheap once done: a later call with the same ``n`` does nothing unless ``force`` (call it
+    again with ``force=True`` after loading another library, e.g. torch). Returns ``n``.
     """
-    global _limits
+    global _limits, _pinned
     n = THREADS if n is None else int(n)
-    import fastdl  # noqa: F401  (loads scipy's OpenBLAS, so threadpoolctl sees it)
+    import fastdl  # noqa: F401  (loads the BLAS libraries, so threadpoolctl sees them)
+
+    if not force and _pinned == n and fastdl.get_num_threads() == n:
+        return n
     from threadpoolctl import threadpool_limits
 
     if _limits is not None:
         _limits.restore_original_limits()
     _limits = threadpool_limits(limits=n)
     fastdl.set_num_threads(n)
+    _pinned = n
     return n
+
+
+def cached(key, build):
+    """``build()`` the first time ``key`` is asked for in this process, the same value after.
+
+    asv re-runs ``setup`` before every sample; with this, every sample gets the arrays the
+    first one got (built once, warm in cache), as a loop of calls in a program would.
+    """
+    try:
+        return _cache[key]
+    except KeyError:
+        value = _cache[key] = build()
+        return value
 
 
 def rng(seed=0):

@@ -2,28 +2,47 @@
 
 Each class is parametrised by ``impl`` ('numpy' or 'fastdl'), ``dtype`` and a size. The NumPy
 side is the cheat-sheet formula (``X @ W + b``, ``np.matmul``, ``np.einsum('bij,bjk->bik')``,
-``dy @ W.T, X.T @ dy, dy.sum(0)``). ``setup`` builds seeded inputs once and pins threads; each
-``time_*`` method makes only the call being measured.
+``dy @ W.T, X.T @ dy, dy.sum(0)``). ``setup`` pins threads and builds seeded inputs once per
+process (``_common.cached``: asv re-runs ``setup`` before every sample); each ``time_*`` method
+makes only the call being measured. ``TinyCalls`` has no ``setup``, so that asv times its
+sub-microsecond calls in batches (see ``_common``).
 
 Which BLAS each side uses (both pinned to ``_common.THREADS`` = 2 threads by default):
 
 * **numpy**: NumPy's own bundled OpenBLAS (``libscipy_openblas64_``, ILP64, pthreads). NumPy
   threads a GEMM itself; its thread count is set through threadpoolctl.
-* **fastdl**: SciPy's bundled OpenBLAS (``libscipy_openblas``, LP64), reached through
-  ``scipy.linalg.cython_blas``. fastdl cuts a GEMM into tiles and runs them on its own OpenMP
-  threads (``fastdl.set_num_threads``), each tile a single-threaded BLAS call.
+* **fastdl**: the BLAS *provider* chosen at import (``FASTDL_BLAS=auto|numpy|scipy``, default
+  ``auto``). ``auto`` picks **the same library as NumPy** (its ILP64 OpenBLAS, called through
+  ``scipy_sgemm_64_``/``scipy_dgemm_64_``) when NumPy's wheel has it, else SciPy's bundled
+  OpenBLAS (``libscipy_openblas``, LP64) through ``scipy.linalg.cython_blas``. Either way fastdl
+  cuts a GEMM into tiles and runs them on its own OpenMP threads (``fastdl.set_num_threads``),
+  each tile a single-threaded BLAS call. ``fastdl.show_config()`` prints ``blas_provider`` and
+  the library. To benchmark the other provider, run asv (or ``compare.py``) with
+  ``FASTDL_BLAS=scipy`` in the environment; asv passes it on to the benchmark processes.
 
-``fastdl.show_config()`` prints the library fastdl found; ``threadpoolctl.threadpool_info()``
-lists both. Note (PERF.md, "OpenBLAS spin"): after a threaded NumPy GEMM, OpenBLAS's idle
-threads spin for about 0.1 s; asv runs every benchmark in its own process, so they do not
-disturb one another here (``compare.py`` pauses between libraries for the same reason).
+Note (PERF.md, "OpenBLAS spin"): after a threaded NumPy GEMM, OpenBLAS's idle threads spin for
+about 0.1 s; asv runs every benchmark in its own process, so they do not disturb one another
+here (``compare.py`` pauses between libraries for the same reason).
 """
+
+import functools
 
 import numpy as np
 
 import fastdl
 
-from ._common import DTYPES, IMPLS, linear_inputs, pin_threads, randn
+from ._common import DTYPES, IMPLS, cached, linear_inputs, pin_threads, randn
+
+pin_threads()
+
+
+def _linear_case(shape, dtype):
+    """(X, W, b, Y) for a shape label 'rows x in x out', built once per process."""
+    rows, n_in, n_out = (int(s) for s in shape.split("x"))
+
+    def build():
+        return linear_inputs(rows, n_in, n_out, dtype) + (np.empty((rows, n_out), dtype),)
+    return cached(("linear", shape, dtype), build)
 
 
 # --------------------------------------------------------------------------------------
@@ -37,9 +56,9 @@ class MatMul:
 
     def setup(self, impl, dtype, n):
         pin_threads()
-        self.a = randn((n, n), dtype, seed=0)
-        self.b = randn((n, n), dtype, seed=1)
-        self.c = np.empty((n, n), dtype=dtype)
+        self.a, self.b, self.c = cached(("matmul", n, dtype), lambda: (
+            randn((n, n), dtype, seed=0), randn((n, n), dtype, seed=1),
+            np.empty((n, n), dtype=dtype)))
         self.numpy = impl == "numpy"
 
     def time_matmul(self, impl, dtype, n):
@@ -66,9 +85,7 @@ class Linear:
 
     def setup(self, impl, dtype, shape):
         pin_threads()
-        rows, n_in, n_out = (int(s) for s in shape.split("x"))
-        self.x, self.w, self.b = linear_inputs(rows, n_in, n_out, dtype)
-        self.y = np.empty((rows, n_out), dtype=dtype)
+        self.x, self.w, self.b, self.y = _linear_case(shape, dtype)
         self.numpy = impl == "numpy"
 
     def time_linear(self, impl, dtype, shape):
@@ -91,11 +108,11 @@ class LinearMemory:
 
     params = (IMPLS, DTYPES)
     param_names = ["impl", "dtype"]
-    rows, n_in, n_out = 256, 1024, 1024
+    shape = "256x1024x1024"
 
     def setup(self, impl, dtype):
         pin_threads()
-        self.x, self.w, self.b = linear_inputs(self.rows, self.n_in, self.n_out, dtype)
+        self.x, self.w, self.b, _ = _linear_case(self.shape, dtype)
         self.numpy = impl == "numpy"
 
     def peakmem_linear(self, impl, dtype):
@@ -113,9 +130,8 @@ class LinearBackward:
 
     def setup(self, impl, dtype, shape):
         pin_threads()
-        rows, n_in, n_out = (int(s) for s in shape.split("x"))
-        self.x, self.w, _ = linear_inputs(rows, n_in, n_out, dtype)
-        self.dy = randn((rows, n_out), dtype, seed=3)
+        self.x, self.w, _, y = _linear_case(shape, dtype)
+        self.dy = cached(("dy", shape, dtype), lambda: randn(y.shape, dtype, seed=3))
         self.numpy = impl == "numpy"
 
     def time_linear_backward(self, impl, dtype, shape):
@@ -143,8 +159,8 @@ class BatchedEinsum:
     def setup(self, impl, dtype, shape):
         pin_threads()
         batch, m, k, n = (int(s) for s in shape.split("x"))
-        self.a = randn((batch, m, k), dtype, seed=0)
-        self.b = randn((batch, k, n), dtype, seed=1)
+        self.a, self.b = cached(("bmm", shape, dtype), lambda: (
+            randn((batch, m, k), dtype, seed=0), randn((batch, k, n), dtype, seed=1)))
 
     def time_einsum(self, impl, dtype, shape):
         if impl == "numpy":
@@ -158,27 +174,40 @@ class BatchedEinsum:
 # --------------------------------------------------------------------------------------
 # per-call overhead on tiny inputs
 
+def _tiny_calls():
+    """One zero-argument callable per (op, impl, dtype); both sides wrapped the same way."""
+    calls = {}
+    for dtype in DTYPES:
+        a, b = randn((4, 4), dtype, seed=0), randn((4, 4), dtype, seed=1)
+        x, w, bias = linear_inputs(1, 16, 16, dtype)
+        calls["matmul", "numpy", dtype] = functools.partial(lambda a, b: np.matmul(a, b), a, b)
+        calls["matmul", "fastdl", dtype] = functools.partial(
+            lambda a, b: fastdl.matmul(a, b), a, b)
+        calls["linear", "numpy", dtype] = functools.partial(
+            lambda x, w, b: x @ w + b, x, w, bias)
+        calls["linear", "fastdl", dtype] = functools.partial(
+            lambda x, w, b: fastdl.linear(x, w, b), x, w, bias)
+    return calls
+
+
+_TINY = _tiny_calls()
+
+
 class TinyCalls:
-    """Per-call overhead: matmul 4x4 @ 4x4 and linear 1x16 @ 16x16 + b (microseconds per call)."""
+    """Per-call overhead: matmul 4x4 @ 4x4 and linear 1x16 @ 16x16 + b.
+
+    No ``setup`` on purpose: with one, asv would time each sub-microsecond call on its own,
+    right after re-running setup (asv#966), and report cold-call times of several µs. Without
+    it asv batches the calls. The inputs are built at import (microseconds) and the threads
+    were pinned at import. Each figure includes the same ~0.1-0.2 µs of harness (dict look-up,
+    partial, method call) on both sides; ``compare.py`` measures these without it.
+    """
 
     params = (IMPLS, DTYPES)
     param_names = ["impl", "dtype"]
 
-    def setup(self, impl, dtype):
-        pin_threads()
-        self.a = randn((4, 4), dtype, seed=0)
-        self.b = randn((4, 4), dtype, seed=1)
-        self.x, self.w, self.bias = linear_inputs(1, 16, 16, dtype)
-        self.numpy = impl == "numpy"
-
     def time_matmul_4x4(self, impl, dtype):
-        if self.numpy:
-            np.matmul(self.a, self.b)
-        else:
-            fastdl.matmul(self.a, self.b)
+        _TINY["matmul", impl, dtype]()
 
     def time_linear_1x16(self, impl, dtype):
-        if self.numpy:
-            self.x @ self.w + self.bias
-        else:
-            fastdl.linear(self.x, self.w, self.bias)
+        _TINY["linear", impl, dtype]()
