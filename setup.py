@@ -85,6 +85,9 @@ class BuildExt(build_ext):
         else:
             cflags += omp[0]
             ldflags += omp[1]
+        # Flags come from the environment (FASTDL_NATIVE, FASTDL_OPENMP), which setuptools'
+        # up-to-date check cannot see: always recompile rather than reuse stale objects.
+        self.force = True
         for ext in self.extensions:
             ext.extra_compile_args = cflags + list(ext.extra_compile_args or [])
             ext.extra_link_args = ldflags + list(ext.extra_link_args or [])

@@ -235,3 +235,12 @@ def assert_unchanged(before, *arrays):
         a = np.asarray(a)
         assert (a.dtype, a.shape) == (dt, shape), f"argument {i}: dtype/shape changed"
         assert a.tobytes() == data, f"argument {i} was modified by a failed call"
+
+
+# A build without OpenMP (FASTDL_OPENMP=0, or a compiler without it) runs every kernel on one
+# thread and reports get_num_threads() == 1; tests of thread-count behaviour do not apply.
+from fastdl._ext import _runtime as _fastdl_runtime  # noqa: E402
+
+HAVE_OPENMP = _fastdl_runtime.build_info()["openmp"]
+requires_openmp = pytest.mark.skipif(
+    not HAVE_OPENMP, reason="fastdl was built without OpenMP: it runs on one thread")

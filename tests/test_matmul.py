@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import fastdl
-from conftest import (LAYOUTS, WRONG_OUT_KINDS, assert_close, assert_unchanged, gemm_scale,
+from conftest import (requires_openmp, LAYOUTS, WRONG_OUT_KINDS, assert_close, assert_unchanged, gemm_scale,
                       layout, make_wrong_out, random_array, snapshot)
 from reference import matmul_ref
 
@@ -362,6 +362,7 @@ DETERMINISM_CASES = [
 ]
 
 
+@requires_openmp
 @pytest.mark.parametrize("shape_a,shape_b,dt", DETERMINISM_CASES)
 def test_bitwise_identical_for_1_and_2_threads(rng, blas_provider, shape_a, shape_b, dt):
     a, b = random_array(rng, shape_a, dt), random_array(rng, shape_b, dt)

@@ -10,6 +10,7 @@ import pytest
 import threadpoolctl
 
 import fastdl
+from conftest import requires_openmp
 
 
 def test_get_num_threads_is_a_positive_int():
@@ -17,6 +18,7 @@ def test_get_num_threads_is_a_positive_int():
     assert isinstance(n, int) and n >= 1
 
 
+@requires_openmp
 @pytest.mark.parametrize("n", [1, 2, 3, np.int64(2)], ids=str)
 def test_set_num_threads(n):
     before = fastdl.get_num_threads()
@@ -44,6 +46,7 @@ def test_set_num_threads_non_int_is_a_type_error(n):
     assert fastdl.get_num_threads() == before
 
 
+@requires_openmp
 def test_threads_context_manager_sets_and_restores():
     before = fastdl.get_num_threads()
     target = 1 if before != 1 else 2
@@ -55,6 +58,7 @@ def test_threads_context_manager_sets_and_restores():
     assert fastdl.get_num_threads() == before
 
 
+@requires_openmp
 def test_threads_context_manager_restores_when_the_block_raises():
     before = fastdl.get_num_threads()
     target = 1 if before != 1 else 2
@@ -78,11 +82,13 @@ def test_threads_context_manager_validates(n, exc):
     assert fastdl.get_num_threads() == before
 
 
+@requires_openmp
 def test_threadpoolctl_sees_an_openmp_runtime():
     info = threadpoolctl.threadpool_info()
     assert any(entry["internal_api"] == "openmp" for entry in info), info
 
 
+@requires_openmp
 def test_threadpoolctl_controls_fastdls_own_openmp_library():
     # The OpenMP library fastdl's kernels are linked to must be one threadpoolctl lists
     # (otherwise threadpool_limits would change another runtime and not fastdl's).
@@ -94,6 +100,7 @@ def test_threadpoolctl_controls_fastdls_own_openmp_library():
     assert os.path.realpath(library) in seen, (library, seen)
 
 
+@requires_openmp
 def test_threadpool_limits_drives_get_num_threads():
     before = fastdl.get_num_threads()
     with threadpoolctl.threadpool_limits(1, user_api="openmp"):
