@@ -289,6 +289,17 @@ cdef cnp.ndarray _as_rows(cnp.ndarray x, Py_ssize_t *rows, Mat *mat):
     return x
 
 
+cdef int _check_layer_shapes(cnp.ndarray X, cnp.ndarray W, str func) except -1:
+    """x (..., in) and w (in, out) of a linear layer, or a ValueError naming both shapes."""
+    if cnp.PyArray_NDIM(W) != 2:
+        raise ValueError(f"fastdl.{func}: w must be 2-D (in_features, out_features), "
+                         f"got shape {shape_of(W)}")
+    if cnp.PyArray_NDIM(X) == 0 or X.shape[cnp.PyArray_NDIM(X) - 1] != W.shape[0]:
+        raise ValueError(f"fastdl.{func}: x has shape {shape_of(X)} and w has shape "
+                         f"{shape_of(W)}; x.shape[-1] must equal w.shape[0] ({W.shape[0]})")
+    return 0
+
+
 def linear(x, w, b=None, *, out=None):
     """Fully connected layer ``Y = X @ W + b`` (the cheat sheet's layout).
 
@@ -305,15 +316,11 @@ def linear(x, w, b=None, *, out=None):
     cdef int typenum = common_typenum(X, W)
     if b is not None:
         Bv = as_float_array(b, "linear", "b")
-        typenum = common_typenum(as_typenum(X, typenum), Bv)
+        if cnp.PyArray_TYPE(Bv) != cnp.NPY_FLOAT:
+            typenum = cnp.NPY_DOUBLE
     X = as_typenum(X, typenum)
     W = as_typenum(W, typenum)
-    if cnp.PyArray_NDIM(W) != 2:
-        raise ValueError(f"fastdl.linear: w must be 2-D (in_features, out_features), "
-                         f"got shape {shape_of(W)}")
-    if cnp.PyArray_NDIM(X) == 0 or X.shape[cnp.PyArray_NDIM(X) - 1] != W.shape[0]:
-        raise ValueError(f"fastdl.linear: x has shape {shape_of(X)} and w has shape {shape_of(W)}; "
-                         f"x.shape[-1] must equal w.shape[0] ({W.shape[0]})")
+    _check_layer_shapes(X, W, "linear")
     cdef Py_ssize_t k = W.shape[0], n = W.shape[1], rows
     if Bv is not None:
         Bv = as_typenum(Bv, typenum)
@@ -401,16 +408,12 @@ def linear_backward(dy, x, w, *, need_bias=True):
     cdef cnp.ndarray X = as_float_array(x, "linear_backward", "x")
     cdef cnp.ndarray W = as_float_array(w, "linear_backward", "w")
     cdef int typenum = common_typenum(dY, X)
-    typenum = common_typenum(as_typenum(X, typenum), W)
+    if cnp.PyArray_TYPE(W) != cnp.NPY_FLOAT:
+        typenum = cnp.NPY_DOUBLE
     dY = as_typenum(dY, typenum)
     X = as_typenum(X, typenum)
     W = as_typenum(W, typenum)
-    if cnp.PyArray_NDIM(W) != 2:
-        raise ValueError(f"fastdl.linear_backward: w must be 2-D (in_features, "
-                         f"out_features), got shape {shape_of(W)}")
-    if cnp.PyArray_NDIM(X) == 0 or X.shape[cnp.PyArray_NDIM(X) - 1] != W.shape[0]:
-        raise ValueError(f"fastdl.linear_backward: x has shape {shape_of(X)} and w has shape "
-                         f"{shape_of(W)}; x.shape[-1] must equal w.shape[0] ({W.shape[0]})")
+    _check_layer_shapes(X, W, "linear_backward")
     cdef Py_ssize_t k = W.shape[0], n = W.shape[1], rows, rows_dy
     expected = shape_of(X)[:cnp.PyArray_NDIM(X) - 1] + (n,)
     if shape_of(dY) != expected:
