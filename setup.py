@@ -4,6 +4,8 @@ Environment switches (all optional):
   FASTDL_NATIVE=1   compile for the build machine (-march=native); wheels never do this,
                     they get SIMD through runtime dispatch (include/fastdl/config.h).
   FASTDL_OPENMP=0   build without OpenMP even where the compiler has it (kernels serial).
+  FASTDL_ONLY=a,b   development: build only the named extension modules (e.g. _softmax), so
+                    several people can rebuild their own module in one checkout at once.
 """
 
 import os
@@ -96,6 +98,7 @@ class BuildExt(build_ext):
 
 def extensions():
     include = [os.path.join("include"), numpy.get_include()]
+    only = [m.strip() for m in os.environ.get("FASTDL_ONLY", "").split(",") if m.strip()]
     exts = [
         Extension(
             f"fastdl._ext.{name}",
@@ -104,7 +107,7 @@ def extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             libraries=["dl"] if sys.platform.startswith("linux") else [],
         )
-        for name in MODULES
+        for name in (only or MODULES)
     ]
     return cythonize(exts, compiler_directives=CYTHON_DIRECTIVES,
                      include_path=["src"])

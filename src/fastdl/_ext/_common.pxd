@@ -8,6 +8,7 @@ cdef cnp.ndarray check_out(object out, tuple shape, int typenum, str func)
 cdef bint may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept
 cdef int dtype_code(cnp.ndarray a) noexcept
 cdef int current_threads() noexcept nogil
+cdef int normalize_axis(object axis, int ndim, str func) except -1
 
 cdef inline tuple shape_of(cnp.ndarray a):
     # cnp.ndarray.shape is a C pointer in Cython; this is the Python tuple.

@@ -6,6 +6,8 @@ dtype raises TypeError naming the argument. `out=` must match shape and dtype ex
 writeable. These helpers run before anything is written, so a failed call changes nothing.
 """
 
+import operator
+
 import numpy as np
 cimport numpy as cnp
 from fastdl._ext._blas cimport DT_FLOAT32, DT_FLOAT64
@@ -110,3 +112,16 @@ cdef bint may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
 
 cdef int current_threads() noexcept nogil:
     return fdl_omp_max_threads()
+
+
+cdef int normalize_axis(object axis, int ndim, str func) except -1:
+    """A single axis as a non-negative int, or a ValueError/TypeError naming it (NumPy rules)."""
+    cdef Py_ssize_t a
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"fastdl.{func}: axis must be an int, got {type(axis).__name__}") from None
+    if a < -ndim or a >= ndim:
+        raise ValueError(f"fastdl.{func}: axis {axis} is out of bounds for an array of "
+                         f"dimension {ndim}")
+    return <int>(a + ndim if a < 0 else a)
