@@ -156,7 +156,20 @@ def cases():
     out.append(Case("matmul", "4x4 @ 4x4", "float32", _matmul_ns(4), MATMUL, tiny=True))
     out.append(Case("linear X@W+b", "1x16 @ 16x16 + b", "float32", _linear_ns(1, 16, 16),
                     LINEAR, tiny=True))
-    return out
+    return out + _family_cases()
+
+
+def _family_cases():
+    """Cases of the other op families: compare_cases/<family>.py, each with a cases() that
+    returns a list of Case (they import Case and _common from this module)."""
+    import importlib
+    found = []
+    folder = os.path.join(HERE, "compare_cases")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py") and not name.startswith("_"):
+            module = importlib.import_module(f"compare_cases.{name[:-3]}")
+            found.extend(module.cases())
+    return found
 
 
 # --------------------------------------------------------------------------------------

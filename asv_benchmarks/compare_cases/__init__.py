@@ -1,0 +1,1 @@
+"""Per-family cases for compare.py: each module defines cases() -> list of compare.Case."""
