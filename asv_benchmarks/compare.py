@@ -160,15 +160,15 @@ def cases():
 
 
 def _family_cases():
-    """Cases of the other op families: compare_cases/<family>.py, each with a cases() that
-    returns a list of Case (they import Case and _common from this module)."""
+    """Cases of the other op families: compare_cases/<family>.py, each with a cases(Case) that
+    returns a list of Case objects (Case is passed in; inputs come from benchmarks._common)."""
     import importlib
     found = []
     folder = os.path.join(HERE, "compare_cases")
     for name in sorted(os.listdir(folder)):
         if name.endswith(".py") and not name.startswith("_"):
             module = importlib.import_module(f"compare_cases.{name[:-3]}")
-            found.extend(module.cases())
+            found.extend(module.cases(Case))
     return found
 
 
