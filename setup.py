@@ -20,7 +20,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # One Cython module per op family (DESIGN.md).
-MODULES = ["_runtime", "_blas", "_common", "_linalg"]
+MODULES = ["_runtime", "_blas", "_common", "_linalg", "_elementwise"]
 
 CYTHON_DIRECTIVES = {
     "language_level": 3,

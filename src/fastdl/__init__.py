@@ -8,11 +8,23 @@ from fastdl._version import __version__
 from fastdl._config import get_num_threads, set_num_threads, threads, show_config
 from fastdl._ext._linalg import matmul, linear, linear_backward
 from fastdl._einsum import einsum
+from fastdl._ext._elementwise import (
+    relu, leaky_relu, sigmoid, tanh, gelu, silu,
+    relu_grad, leaky_relu_grad, sigmoid_grad, tanh_grad, gelu_grad, silu_grad,
+    relu_backward, leaky_relu_backward, sigmoid_backward, tanh_backward, gelu_backward,
+    silu_backward,
+    add, subtract, multiply, divide, maximum,
+)
 from fastdl import cuda
 
 __all__ = [
     "__version__",
     "get_num_threads", "set_num_threads", "threads", "show_config",
     "matmul", "einsum", "linear", "linear_backward",
+    "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu",
+    "relu_grad", "leaky_relu_grad", "sigmoid_grad", "tanh_grad", "gelu_grad", "silu_grad",
+    "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward",
+    "gelu_backward", "silu_backward",
+    "add", "subtract", "multiply", "divide", "maximum",
     "cuda",
 ]

@@ -1,0 +1,213 @@
+/*
+ * Elementwise kernels: activations, their derivatives, the fused chain rule, and the
+ * arithmetic of broadcasting binary ops.
+ *
+ * Each op is first a scalar `static inline` function (branch-free: selects vectorise as
+ * blends), then expanded by FDL_UNARY_KERNEL / FDL_BINARY_KERNEL into a strided kernel over
+ * one row whose unit-stride (and broadcast-scalar) paths the compiler vectorises. The row
+ * kernels are FDL_DISPATCH'ed (target_clones), so the loop runs at the CPU's SIMD width.
+ *
+ * Formulas are the cheat sheet's; where a formula gives NaN at +-inf through inf * 0 (gelu,
+ * silu and their derivatives), the limit is returned instead, as API.md asks.
+ */
+#ifndef FASTDL_ELEMENTWISE_H
+#define FASTDL_ELEMENTWISE_H
+
+#include <math.h>
+#include "config.h"
+#include "vmath.h"
+
+#define FDL_SQRT1_2 0.70710678118654752440
+#define FDL_SQRT2_PI 0.79788456080286535588 /* sqrt(2 / pi) */
+#define FDL_INV_SQRT_2PI 0.39894228040143267794 /* 1 / sqrt(2 pi) */
+#define FDL_GELU_C 0.044715
+
+/* The same scalar op for both dtypes: T is the type, S the vmath suffix (f or nothing). */
+#define FDL_DEFINE_SCALAR_OPS(T, SFX, EXP, TANH, ERF)                                        \
+static inline T fdl_relu_##SFX(T x, T p) { (void)p; return x < (T)0 ? (T)0 : x; }             \
+static inline T fdl_leaky_relu_##SFX(T x, T p) { return x < (T)0 ? p * x : x; }               \
+static inline T fdl_sigmoid_##SFX(T x, T p) {                                                 \
+    (void)p;                                                                                  \
+    T e = EXP(-fabs##SFX##_(x));  /* in (0, 1]: never overflows */                            \
+    T r = (T)1 / ((T)1 + e);                                                                  \
+    return x >= (T)0 ? r : e * r;                                                             \
+}                                                                                             \
+static inline T fdl_tanh_##SFX(T x, T p) { (void)p; return TANH(x); }                         \
+static inline T fdl_gelu_##SFX(T x, T p) {                                                    \
+    (void)p;                                                                                  \
+    T y = (T)0.5 * x * ((T)1 + ERF(x * (T)FDL_SQRT1_2));                                      \
+    return x == -(T)INFINITY ? (T)0 : y;                                                      \
+}                                                                                             \
+static inline T fdl_gelu_tanh_##SFX(T x, T p) {                                               \
+    (void)p;                                                                                  \
+    T u = (T)FDL_SQRT2_PI * (x + (T)FDL_GELU_C * x * x * x);                                  \
+    T y = (T)0.5 * x * ((T)1 + TANH(u));                                                      \
+    return x == -(T)INFINITY ? (T)0 : y;                                                      \
+}                                                                                             \
+static inline T fdl_silu_##SFX(T x, T p) {                                                    \
+    T y = x * fdl_sigmoid_##SFX(x, p);                                                        \
+    return x == -(T)INFINITY ? (T)0 : y;                                                      \
+}                                                                                             \
+/* derivatives f'(x) */                                                                       \
+static inline T fdl_relu_grad_##SFX(T x, T p) { (void)p; return x > (T)0 ? (T)1 : (T)0; }     \
+static inline T fdl_leaky_relu_grad_##SFX(T x, T p) { return x > (T)0 ? (T)1 : p; }           \
+static inline T fdl_sigmoid_grad_##SFX(T x, T p) {                                            \
+    T s = fdl_sigmoid_##SFX(x, p);                                                            \
+    return s * ((T)1 - s);                                                                    \
+}                                                                                             \
+static inline T fdl_tanh_grad_##SFX(T x, T p) { (void)p; T t = TANH(x); return (T)1 - t * t; }\
+static inline T fdl_gelu_grad_##SFX(T x, T p) {                                               \
+    (void)p;                                                                                  \
+    T cdf = (T)0.5 * ((T)1 + ERF(x * (T)FDL_SQRT1_2));                                        \
+    T pdf = (T)FDL_INV_SQRT_2PI * EXP((T)-0.5 * x * x);                                       \
+    T g = cdf + x * pdf;                                                                      \
+    return isinf(x) ? (x > (T)0 ? (T)1 : (T)0) : g;                                           \
+}                                                                                             \
+static inline T fdl_gelu_tanh_grad_##SFX(T x, T p) {                                          \
+    (void)p;                                                                                  \
+    T x2 = x * x;                                                                             \
+    T t = TANH((T)FDL_SQRT2_PI * (x + (T)FDL_GELU_C * x2 * x));                               \
+    T g = (T)0.5 * ((T)1 + t)                                                                 \
+        + (T)0.5 * x * ((T)1 - t * t) * (T)FDL_SQRT2_PI * ((T)1 + (T)(3 * FDL_GELU_C) * x2);  \
+    /* beyond |x| = 1e4, t is +-1 exactly and x^3 * 0 may be inf * 0: use the limits */       \
+    return fabs##SFX##_(x) > (T)1e4 ? (x > (T)0 ? (T)1 : (T)0) : g;                           \
+}                                                                                             \
+static inline T fdl_silu_grad_##SFX(T x, T p) {                                               \
+    T s = fdl_sigmoid_##SFX(x, p);                                                            \
+    T g = s * ((T)1 + x * ((T)1 - s));                                                        \
+    return isinf(x) ? (x > (T)0 ? (T)1 : (T)0) : g;                                           \
+}                                                                                             \
+/* fused chain rule: dx = dy * f'(x), or from the forward output y for sigmoid and tanh */    \
+static inline T fdl_relu_bw_##SFX(T dy, T x) { return x > (T)0 ? dy : (T)0; }                 \
+static inline T fdl_sigmoid_bw_##SFX(T dy, T y) { return dy * y * ((T)1 - y); }               \
+static inline T fdl_tanh_bw_##SFX(T dy, T y) { return dy * ((T)1 - y * y); }                  \
+/* binary arithmetic */                                                                       \
+static inline T fdl_add_##SFX(T a, T b) { return a + b; }                                     \
+static inline T fdl_subtract_##SFX(T a, T b) { return a - b; }                                \
+static inline T fdl_multiply_##SFX(T a, T b) { return a * b; }                                \
+static inline T fdl_divide_##SFX(T a, T b) { return a / b; }                                  \
+/* NaN in either operand gives NaN, as np.maximum */                                          \
+static inline T fdl_maximum_##SFX(T a, T b) { return (a >= b || a != a) ? a : b; }
+
+static inline float fabsf32_(float x) { return fabsf(x); }
+static inline double fabsf64_(double x) { return fabs(x); }
+
+FDL_DEFINE_SCALAR_OPS(float, f32, fdl_expf, fdl_tanhf, fdl_erff)
+FDL_DEFINE_SCALAR_OPS(double, f64, fdl_exp, fdl_tanh, fdl_erf)
+
+/*
+ * Row kernels. Unary: y[i*sy] = f(x[i*sx], p). Binary: y[i*sy] = f(a[i*sa], b[i*sb]) with a
+ * parameter-taking variant for the fused backward of leaky_relu / gelu / silu
+ * (dx = dy * f'(x, p)). Strides are in elements; 0 means a broadcast scalar.
+ */
+#define FDL_UNARY_KERNEL(NAME, T, SFX)                                                        \
+FDL_DISPATCH static void fdl_k_##NAME##_##SFX(ptrdiff_t n, const T *x, ptrdiff_t sx, T *y,    \
+                                              ptrdiff_t sy, T p)                              \
+{                                                                                             \
+    if (sx == 1 && sy == 1) {                                                                 \
+        for (ptrdiff_t i = 0; i < n; ++i) y[i] = fdl_##NAME##_##SFX(x[i], p);                 \
+    } else {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; ++i) y[i * sy] = fdl_##NAME##_##SFX(x[i * sx], p);       \
+    }                                                                                         \
+}
+
+/* No restrict: out= may alias an input exactly (in-place use); GCC vectorises behind a
+   run-time overlap check instead. */
+#define FDL_BINARY_BODY(T, CALL)                                                 \
+    if (sa == 1 && sb == 1 && sy == 1) {                                                      \
+        for (ptrdiff_t i = 0; i < n; ++i) { T av = a[i], bv = b[i]; y[i] = CALL; }            \
+    } else if (sa == 1 && sb == 0 && sy == 1) {                                               \
+        T bv = b[0];                                                                          \
+        for (ptrdiff_t i = 0; i < n; ++i) { T av = a[i]; y[i] = CALL; }                       \
+    } else if (sa == 0 && sb == 1 && sy == 1) {                                               \
+        T av = a[0];                                                                          \
+        for (ptrdiff_t i = 0; i < n; ++i) { T bv = b[i]; y[i] = CALL; }                       \
+    } else {                                                                                  \
+        for (ptrdiff_t i = 0; i < n; ++i) { T av = a[i * sa], bv = b[i * sb]; y[i * sy] = CALL; } \
+    }
+
+#define FDL_BINARY_KERNEL(NAME, T, SFX)                                                       \
+FDL_DISPATCH static void fdl_k_##NAME##_##SFX(ptrdiff_t n, const T *a, ptrdiff_t sa,         \
+                                              const T *b, ptrdiff_t sb, T *y, ptrdiff_t sy,   \
+                                              T p)                                            \
+{                                                                                             \
+    (void)p;                                                                                  \
+    FDL_BINARY_BODY(T, fdl_##NAME##_##SFX(av, bv))                                         \
+}
+
+/* dx = dy * f'(x, p) for the activations whose backward needs x and a parameter */
+#define FDL_CHAIN_KERNEL(NAME, T, SFX)                                                        \
+FDL_DISPATCH static void fdl_k_##NAME##_bw_##SFX(ptrdiff_t n, const T *a, ptrdiff_t sa,      \
+                                                 const T *b, ptrdiff_t sb, T *y,              \
+                                                 ptrdiff_t sy, T p)                           \
+{                                                                                             \
+    FDL_BINARY_BODY(T, av * fdl_##NAME##_grad_##SFX(bv, p))                                \
+}
+
+#define FDL_FOR_BOTH(MACRO, NAME) MACRO(NAME, float, f32) MACRO(NAME, double, f64)
+
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, relu)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, leaky_relu)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, sigmoid)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, tanh)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, gelu)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, gelu_tanh)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, silu)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, relu_grad)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, leaky_relu_grad)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, sigmoid_grad)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, tanh_grad)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, gelu_grad)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, gelu_tanh_grad)
+FDL_FOR_BOTH(FDL_UNARY_KERNEL, silu_grad)
+
+FDL_FOR_BOTH(FDL_BINARY_KERNEL, relu_bw)
+FDL_FOR_BOTH(FDL_BINARY_KERNEL, sigmoid_bw)
+FDL_FOR_BOTH(FDL_BINARY_KERNEL, tanh_bw)
+FDL_FOR_BOTH(FDL_BINARY_KERNEL, add)
+FDL_FOR_BOTH(FDL_BINARY_KERNEL, subtract)
+FDL_FOR_BOTH(FDL_BINARY_KERNEL, multiply)
+FDL_FOR_BOTH(FDL_BINARY_KERNEL, divide)
+FDL_FOR_BOTH(FDL_BINARY_KERNEL, maximum)
+
+FDL_FOR_BOTH(FDL_CHAIN_KERNEL, leaky_relu)
+FDL_FOR_BOTH(FDL_CHAIN_KERNEL, gelu)
+FDL_FOR_BOTH(FDL_CHAIN_KERNEL, gelu_tanh)
+FDL_FOR_BOTH(FDL_CHAIN_KERNEL, silu)
+
+/* Dispatch tables, indexed by the op enums below (the order must match). */
+typedef void (*fdl_unary_f32)(ptrdiff_t, const float *, ptrdiff_t, float *, ptrdiff_t, float);
+typedef void (*fdl_unary_f64)(ptrdiff_t, const double *, ptrdiff_t, double *, ptrdiff_t, double);
+typedef void (*fdl_binary_f32)(ptrdiff_t, const float *, ptrdiff_t, const float *, ptrdiff_t,
+                               float *, ptrdiff_t, float);
+typedef void (*fdl_binary_f64)(ptrdiff_t, const double *, ptrdiff_t, const double *, ptrdiff_t,
+                               double *, ptrdiff_t, double);
+
+enum {
+    FDL_RELU, FDL_LEAKY_RELU, FDL_SIGMOID, FDL_TANH, FDL_GELU, FDL_GELU_TANH, FDL_SILU,
+    FDL_RELU_GRAD, FDL_LEAKY_RELU_GRAD, FDL_SIGMOID_GRAD, FDL_TANH_GRAD, FDL_GELU_GRAD,
+    FDL_GELU_TANH_GRAD, FDL_SILU_GRAD, FDL_N_UNARY
+};
+enum {
+    FDL_ADD, FDL_SUBTRACT, FDL_MULTIPLY, FDL_DIVIDE, FDL_MAXIMUM,
+    FDL_RELU_BW, FDL_LEAKY_RELU_BW, FDL_SIGMOID_BW, FDL_TANH_BW, FDL_GELU_BW,
+    FDL_GELU_TANH_BW, FDL_SILU_BW, FDL_N_BINARY
+};
+
+#define FDL_UNARY_TABLE(SFX) {                                                                \
+    fdl_k_relu_##SFX, fdl_k_leaky_relu_##SFX, fdl_k_sigmoid_##SFX, fdl_k_tanh_##SFX,          \
+    fdl_k_gelu_##SFX, fdl_k_gelu_tanh_##SFX, fdl_k_silu_##SFX, fdl_k_relu_grad_##SFX,         \
+    fdl_k_leaky_relu_grad_##SFX, fdl_k_sigmoid_grad_##SFX, fdl_k_tanh_grad_##SFX,             \
+    fdl_k_gelu_grad_##SFX, fdl_k_gelu_tanh_grad_##SFX, fdl_k_silu_grad_##SFX }
+#define FDL_BINARY_TABLE(SFX) {                                                               \
+    fdl_k_add_##SFX, fdl_k_subtract_##SFX, fdl_k_multiply_##SFX, fdl_k_divide_##SFX,          \
+    fdl_k_maximum_##SFX, fdl_k_relu_bw_##SFX, fdl_k_leaky_relu_bw_##SFX,                      \
+    fdl_k_sigmoid_bw_##SFX, fdl_k_tanh_bw_##SFX, fdl_k_gelu_bw_##SFX,                         \
+    fdl_k_gelu_tanh_bw_##SFX, fdl_k_silu_bw_##SFX }
+
+static const fdl_unary_f32 fdl_unary_table_f32[FDL_N_UNARY] = FDL_UNARY_TABLE(f32);
+static const fdl_unary_f64 fdl_unary_table_f64[FDL_N_UNARY] = FDL_UNARY_TABLE(f64);
+static const fdl_binary_f32 fdl_binary_table_f32[FDL_N_BINARY] = FDL_BINARY_TABLE(f32);
+static const fdl_binary_f64 fdl_binary_table_f64[FDL_N_BINARY] = FDL_BINARY_TABLE(f64);
+
+#endif
