@@ -20,7 +20,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # One Cython module per op family (DESIGN.md).
-MODULES = ["_runtime", "_blas", "_common", "_linalg", "_elementwise"]
+MODULES = ["_runtime", "_blas", "_common", "_linalg", "_elementwise", "_vmath", "_softmax",
+           "_losses", "_reduce"]
 
 CYTHON_DIRECTIVES = {
     "language_level": 3,

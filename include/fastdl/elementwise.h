@@ -22,63 +22,88 @@
 #define FDL_INV_SQRT_2PI 0.39894228040143267794 /* 1 / sqrt(2 pi) */
 #define FDL_GELU_C 0.044715
 
-/* The same scalar op for both dtypes: T is the type, S the vmath suffix (f or nothing). */
-#define FDL_DEFINE_SCALAR_OPS(T, SFX, EXP, TANH, ERF)                                        \
-static inline T fdl_relu_##SFX(T x, T p) { (void)p; return x < (T)0 ? (T)0 : x; }             \
-static inline T fdl_leaky_relu_##SFX(T x, T p) { return x < (T)0 ? p * x : x; }               \
+/*
+ * The same scalar ops for both dtypes: T the type, SFX its suffix, EXP/TANH/ERFC the vmath
+ * functions, SEL the vmath blend (fdl_selectf / fdl_select: a `c ? a : b` on floating-point
+ * values inside these loops would vectorise only in the AVX-512 clone, vmath.h explains).
+ *
+ * Tails are computed in forms that keep relative accuracy where the textbook form cancels:
+ * sigmoid'(x) = e / (1 + e)^2 and 1 - tanh(x)^2 = 4 e2 / (1 + e2)^2 with e = exp(-|x|),
+ * e2 = exp(-2|x|) (not s (1 - s) or 1 - t^2, which round to 0 long before the true value does),
+ * the tanh-form GELU as x * sigmoid(2u) (not 0.5 x (1 + tanh(u)), which cancels for x < 0), and
+ * the normal CDF of the exact GELU as 0.5 erfc(-x / sqrt 2) (not 0.5 (1 + erf(x / sqrt 2))).
+ */
+#define FDL_DEFINE_SCALAR_OPS(T, SFX, EXP, TANH, ERFC, SEL)                                   \
+static inline T fdl_relu_##SFX(T x, T p) { (void)p; return SEL(x < (T)0, (T)0, x); }          \
+static inline T fdl_leaky_relu_##SFX(T x, T p) { return SEL(x < (T)0, p * x, x); }            \
+/* sigmoid(x) and sigmoid(-x) = 1 - sigmoid(x), both without cancellation or overflow */     \
 static inline T fdl_sigmoid_##SFX(T x, T p) {                                                 \
     (void)p;                                                                                  \
-    T e = EXP(-fabs##SFX##_(x));  /* in (0, 1]: never overflows */                            \
+    T e = EXP(-fabs##SFX##_(x));                                                              \
     T r = (T)1 / ((T)1 + e);                                                                  \
-    return x >= (T)0 ? r : e * r;                                                             \
+    return SEL(x >= (T)0, r, e * r);                                                          \
+}                                                                                             \
+static inline T fdl_sigmoid_neg_##SFX(T x) {                                                  \
+    T e = EXP(-fabs##SFX##_(x));                                                              \
+    T r = (T)1 / ((T)1 + e);                                                                  \
+    return SEL(x >= (T)0, e * r, r);                                                          \
 }                                                                                             \
 static inline T fdl_tanh_##SFX(T x, T p) { (void)p; return TANH(x); }                         \
 static inline T fdl_gelu_##SFX(T x, T p) {                                                    \
     (void)p;                                                                                  \
-    T y = (T)0.5 * x * ((T)1 + ERF(x * (T)FDL_SQRT1_2));                                      \
-    return x == -(T)INFINITY ? (T)0 : y;                                                      \
+    T y = (T)0.5 * x * ERFC(x * (T)-FDL_SQRT1_2);                                             \
+    return SEL(x == -(T)INFINITY, (T)0, y);                                                   \
+}                                                                                             \
+static inline T fdl_gelu_tanh_u_##SFX(T x) {                                                  \
+    return (T)FDL_SQRT2_PI * (x + (T)FDL_GELU_C * x * x * x);                                 \
 }                                                                                             \
 static inline T fdl_gelu_tanh_##SFX(T x, T p) {                                               \
-    (void)p;                                                                                  \
-    T u = (T)FDL_SQRT2_PI * (x + (T)FDL_GELU_C * x * x * x);                                  \
-    T y = (T)0.5 * x * ((T)1 + TANH(u));                                                      \
-    return x == -(T)INFINITY ? (T)0 : y;                                                      \
+    T y = x * fdl_sigmoid_##SFX((T)2 * fdl_gelu_tanh_u_##SFX(x), p);                          \
+    return SEL(x == -(T)INFINITY, (T)0, y);                                                   \
 }                                                                                             \
 static inline T fdl_silu_##SFX(T x, T p) {                                                    \
     T y = x * fdl_sigmoid_##SFX(x, p);                                                        \
-    return x == -(T)INFINITY ? (T)0 : y;                                                      \
+    return SEL(x == -(T)INFINITY, (T)0, y);                                                   \
 }                                                                                             \
 /* derivatives f'(x) */                                                                       \
-static inline T fdl_relu_grad_##SFX(T x, T p) { (void)p; return x > (T)0 ? (T)1 : (T)0; }     \
-static inline T fdl_leaky_relu_grad_##SFX(T x, T p) { return x > (T)0 ? (T)1 : p; }           \
+static inline T fdl_relu_grad_##SFX(T x, T p) { (void)p; return SEL(x > (T)0, (T)1, (T)0); }  \
+static inline T fdl_leaky_relu_grad_##SFX(T x, T p) { return SEL(x > (T)0, (T)1, p); }        \
 static inline T fdl_sigmoid_grad_##SFX(T x, T p) {                                            \
-    T s = fdl_sigmoid_##SFX(x, p);                                                            \
-    return s * ((T)1 - s);                                                                    \
+    (void)p;                                                                                  \
+    T e = EXP(-fabs##SFX##_(x));                                                              \
+    T d = (T)1 + e;                                                                           \
+    return e / (d * d);                                                                       \
 }                                                                                             \
-static inline T fdl_tanh_grad_##SFX(T x, T p) { (void)p; T t = TANH(x); return (T)1 - t * t; }\
+static inline T fdl_sech2_##SFX(T x) {                                                        \
+    T e = EXP((T)-2 * fabs##SFX##_(x));                                                       \
+    T d = (T)1 + e;                                                                           \
+    return (T)4 * e / (d * d);                                                                \
+}                                                                                             \
+static inline T fdl_tanh_grad_##SFX(T x, T p) { (void)p; return fdl_sech2_##SFX(x); }         \
 static inline T fdl_gelu_grad_##SFX(T x, T p) {                                               \
     (void)p;                                                                                  \
-    T cdf = (T)0.5 * ((T)1 + ERF(x * (T)FDL_SQRT1_2));                                        \
+    T cdf = (T)0.5 * ERFC(x * (T)-FDL_SQRT1_2);                                               \
     T pdf = (T)FDL_INV_SQRT_2PI * EXP((T)-0.5 * x * x);                                       \
     T g = cdf + x * pdf;                                                                      \
-    return isinf(x) ? (x > (T)0 ? (T)1 : (T)0) : g;                                           \
+    T limit = SEL(x > (T)0, (T)1, (T)0);                                                      \
+    return SEL(fabs##SFX##_(x) == (T)INFINITY, limit, g);                                     \
 }                                                                                             \
 static inline T fdl_gelu_tanh_grad_##SFX(T x, T p) {                                          \
-    (void)p;                                                                                  \
-    T x2 = x * x;                                                                             \
-    T t = TANH((T)FDL_SQRT2_PI * (x + (T)FDL_GELU_C * x2 * x));                               \
-    T g = (T)0.5 * ((T)1 + t)                                                                 \
-        + (T)0.5 * x * ((T)1 - t * t) * (T)FDL_SQRT2_PI * ((T)1 + (T)(3 * FDL_GELU_C) * x2);  \
-    /* beyond |x| = 1e4, t is +-1 exactly and x^3 * 0 may be inf * 0: use the limits */       \
-    return fabs##SFX##_(x) > (T)1e4 ? (x > (T)0 ? (T)1 : (T)0) : g;                           \
+    T u = fdl_gelu_tanh_u_##SFX(x);                                                           \
+    T g = fdl_sigmoid_##SFX((T)2 * u, p)                                                      \
+        + (T)0.5 * x * fdl_sech2_##SFX(u) * (T)FDL_SQRT2_PI                                   \
+          * ((T)1 + (T)(3 * FDL_GELU_C) * x * x);                                             \
+    /* beyond |x| = 1e4, sech^2 is 0 and x^3 may be inf: 0 * inf; use the limits */           \
+    T limit = SEL(x > (T)0, (T)1, (T)0);                                                      \
+    return SEL(fabs##SFX##_(x) > (T)1e4, limit, g);                                           \
 }                                                                                             \
 static inline T fdl_silu_grad_##SFX(T x, T p) {                                               \
-    T s = fdl_sigmoid_##SFX(x, p);                                                            \
-    T g = s * ((T)1 + x * ((T)1 - s));                                                        \
-    return isinf(x) ? (x > (T)0 ? (T)1 : (T)0) : g;                                           \
+    T g = fdl_sigmoid_##SFX(x, p) * ((T)1 + x * fdl_sigmoid_neg_##SFX(x));                    \
+    T limit = SEL(x > (T)0, (T)1, (T)0);                                                      \
+    return SEL(fabs##SFX##_(x) == (T)INFINITY, limit, g);                                     \
 }                                                                                             \
 /* fused chain rule: dx = dy * f'(x), or from the forward output y for sigmoid and tanh */    \
-static inline T fdl_relu_bw_##SFX(T dy, T x) { return x > (T)0 ? dy : (T)0; }                 \
+static inline T fdl_relu_bw_##SFX(T dy, T x) { return SEL(x > (T)0, dy, (T)0); }              \
 static inline T fdl_sigmoid_bw_##SFX(T dy, T y) { return dy * y * ((T)1 - y); }               \
 static inline T fdl_tanh_bw_##SFX(T dy, T y) { return dy * ((T)1 - y * y); }                  \
 /* binary arithmetic */                                                                       \
@@ -87,13 +112,13 @@ static inline T fdl_subtract_##SFX(T a, T b) { return a - b; }                  
 static inline T fdl_multiply_##SFX(T a, T b) { return a * b; }                                \
 static inline T fdl_divide_##SFX(T a, T b) { return a / b; }                                  \
 /* NaN in either operand gives NaN, as np.maximum */                                          \
-static inline T fdl_maximum_##SFX(T a, T b) { return (a >= b || a != a) ? a : b; }
+static inline T fdl_maximum_##SFX(T a, T b) { return SEL(a >= b || a != a, a, b); }
 
 static inline float fabsf32_(float x) { return fabsf(x); }
 static inline double fabsf64_(double x) { return fabs(x); }
 
-FDL_DEFINE_SCALAR_OPS(float, f32, fdl_expf, fdl_tanhf, fdl_erff)
-FDL_DEFINE_SCALAR_OPS(double, f64, fdl_exp, fdl_tanh, fdl_erf)
+FDL_DEFINE_SCALAR_OPS(float, f32, fdl_expf, fdl_tanhf, fdl_erfcf, fdl_selectf)
+FDL_DEFINE_SCALAR_OPS(double, f64, fdl_exp, fdl_tanh, fdl_erfc, fdl_select)
 
 /*
  * Row kernels. Unary: y[i*sy] = f(x[i*sx], p). Binary: y[i*sy] = f(a[i*sa], b[i*sb]) with a

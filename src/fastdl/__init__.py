@@ -15,6 +15,11 @@ from fastdl._ext._elementwise import (
     silu_backward,
     add, subtract, multiply, divide, maximum,
 )
+from fastdl._ext._softmax import softmax, log_softmax, softmax_backward, log_softmax_backward
+from fastdl._ext._losses import (
+    cross_entropy, cross_entropy_grad, mse, mse_grad, softmax_cross_entropy,
+)
+from fastdl._ext._reduce import sum, mean, var
 from fastdl import cuda
 
 __all__ = [
@@ -26,5 +31,8 @@ __all__ = [
     "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward",
     "gelu_backward", "silu_backward",
     "add", "subtract", "multiply", "divide", "maximum",
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    "cross_entropy", "cross_entropy_grad", "mse", "mse_grad", "softmax_cross_entropy",
+    "sum", "mean", "var",
     "cuda",
 ]

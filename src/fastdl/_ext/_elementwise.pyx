@@ -10,6 +10,7 @@ element depends only on its own inputs, so results never depend on the thread co
 """
 
 import math
+import numbers
 
 import numpy as np
 cimport numpy as cnp
@@ -299,11 +300,22 @@ cdef tuple _broadcast_shape(cnp.ndarray A, cnp.ndarray B, str func, str na, str 
     return tuple(dims)
 
 
+cdef inline bint _is_python_scalar(object v):
+    return type(v) is float or type(v) is int or type(v) is bool
+
+
 cdef object _binary(int op, object a, object b, object out, double param, str func,
                     str na, str nb, bint broadcast):
     cdef cnp.ndarray A = as_float_array(a, func, na)
     cdef cnp.ndarray B = as_float_array(b, func, nb)
-    cdef int typenum = common_typenum(A, B)
+    cdef int typenum
+    # NumPy 2 (NEP 50): a Python int or float is "weak" and takes the array's dtype.
+    if _is_python_scalar(b) and not _is_python_scalar(a):
+        typenum = cnp.PyArray_TYPE(A)
+    elif _is_python_scalar(a) and not _is_python_scalar(b):
+        typenum = cnp.PyArray_TYPE(B)
+    else:
+        typenum = common_typenum(A, B)
     A = as_typenum(A, typenum)
     B = as_typenum(B, typenum)
     cdef tuple shape
@@ -331,11 +343,10 @@ cdef object _binary(int op, object a, object b, object out, double param, str fu
 
 cdef double _alpha(object alpha, str func) except? -1.0:
     cdef double value
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
+    if not isinstance(alpha, numbers.Real):
         raise TypeError(f"fastdl.{func}: alpha must be a real number, got "
-                        f"{type(alpha).__name__}") from None
+                        f"{type(alpha).__name__}")
+    value = float(alpha)
     if math.isnan(value):
         raise ValueError(f"fastdl.{func}: alpha must not be NaN")
     return value
