@@ -6,8 +6,13 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #  define FDL_RESTRICT __restrict__
+/* Scalar helpers called per element inside vectorised loops: if the compiler declines to
+   inline one (it did for the larger activation derivatives), the loop calls it per element
+   and stops vectorising, 20-50x slower. */
+#  define FDL_INLINE static inline __attribute__((always_inline))
 #else
 #  define FDL_RESTRICT
+#  define FDL_INLINE static inline
 #endif
 
 /*

@@ -34,53 +34,53 @@
  * the normal CDF of the exact GELU as 0.5 erfc(-x / sqrt 2) (not 0.5 (1 + erf(x / sqrt 2))).
  */
 #define FDL_DEFINE_SCALAR_OPS(T, SFX, EXP, TANH, ERFC, SEL)                                   \
-static inline T fdl_relu_##SFX(T x, T p) { (void)p; return SEL(x < (T)0, (T)0, x); }          \
-static inline T fdl_leaky_relu_##SFX(T x, T p) { return SEL(x < (T)0, p * x, x); }            \
+FDL_INLINE T fdl_relu_##SFX(T x, T p) { (void)p; return SEL(x < (T)0, (T)0, x); }          \
+FDL_INLINE T fdl_leaky_relu_##SFX(T x, T p) { return SEL(x < (T)0, p * x, x); }            \
 /* sigmoid(x) and sigmoid(-x) = 1 - sigmoid(x), both without cancellation or overflow */     \
-static inline T fdl_sigmoid_##SFX(T x, T p) {                                                 \
+FDL_INLINE T fdl_sigmoid_##SFX(T x, T p) {                                                 \
     (void)p;                                                                                  \
     T e = EXP(-fabs##SFX##_(x));                                                              \
     T r = (T)1 / ((T)1 + e);                                                                  \
     return SEL(x >= (T)0, r, e * r);                                                          \
 }                                                                                             \
-static inline T fdl_sigmoid_neg_##SFX(T x) {                                                  \
+FDL_INLINE T fdl_sigmoid_neg_##SFX(T x) {                                                  \
     T e = EXP(-fabs##SFX##_(x));                                                              \
     T r = (T)1 / ((T)1 + e);                                                                  \
     return SEL(x >= (T)0, e * r, r);                                                          \
 }                                                                                             \
-static inline T fdl_tanh_##SFX(T x, T p) { (void)p; return TANH(x); }                         \
-static inline T fdl_gelu_##SFX(T x, T p) {                                                    \
+FDL_INLINE T fdl_tanh_##SFX(T x, T p) { (void)p; return TANH(x); }                         \
+FDL_INLINE T fdl_gelu_##SFX(T x, T p) {                                                    \
     (void)p;                                                                                  \
     T y = (T)0.5 * x * ERFC(x * (T)-FDL_SQRT1_2);                                             \
     return SEL(x == -(T)INFINITY, (T)0, y);                                                   \
 }                                                                                             \
-static inline T fdl_gelu_tanh_u_##SFX(T x) {                                                  \
+FDL_INLINE T fdl_gelu_tanh_u_##SFX(T x) {                                                  \
     return (T)FDL_SQRT2_PI * (x + (T)FDL_GELU_C * x * x * x);                                 \
 }                                                                                             \
-static inline T fdl_gelu_tanh_##SFX(T x, T p) {                                               \
+FDL_INLINE T fdl_gelu_tanh_##SFX(T x, T p) {                                               \
     T y = x * fdl_sigmoid_##SFX((T)2 * fdl_gelu_tanh_u_##SFX(x), p);                          \
     return SEL(x == -(T)INFINITY, (T)0, y);                                                   \
 }                                                                                             \
-static inline T fdl_silu_##SFX(T x, T p) {                                                    \
+FDL_INLINE T fdl_silu_##SFX(T x, T p) {                                                    \
     T y = x * fdl_sigmoid_##SFX(x, p);                                                        \
     return SEL(x == -(T)INFINITY, (T)0, y);                                                   \
 }                                                                                             \
 /* derivatives f'(x) */                                                                       \
-static inline T fdl_relu_grad_##SFX(T x, T p) { (void)p; return SEL(x > (T)0, (T)1, (T)0); }  \
-static inline T fdl_leaky_relu_grad_##SFX(T x, T p) { return SEL(x > (T)0, (T)1, p); }        \
-static inline T fdl_sigmoid_grad_##SFX(T x, T p) {                                            \
+FDL_INLINE T fdl_relu_grad_##SFX(T x, T p) { (void)p; return SEL(x > (T)0, (T)1, (T)0); }  \
+FDL_INLINE T fdl_leaky_relu_grad_##SFX(T x, T p) { return SEL(x > (T)0, (T)1, p); }        \
+FDL_INLINE T fdl_sigmoid_grad_##SFX(T x, T p) {                                            \
     (void)p;                                                                                  \
     T e = EXP(-fabs##SFX##_(x));                                                              \
     T d = (T)1 + e;                                                                           \
     return e / (d * d);                                                                       \
 }                                                                                             \
-static inline T fdl_sech2_##SFX(T x) {                                                        \
+FDL_INLINE T fdl_sech2_##SFX(T x) {                                                        \
     T e = EXP((T)-2 * fabs##SFX##_(x));                                                       \
     T d = (T)1 + e;                                                                           \
     return (T)4 * e / (d * d);                                                                \
 }                                                                                             \
-static inline T fdl_tanh_grad_##SFX(T x, T p) { (void)p; return fdl_sech2_##SFX(x); }         \
-static inline T fdl_gelu_grad_##SFX(T x, T p) {                                               \
+FDL_INLINE T fdl_tanh_grad_##SFX(T x, T p) { (void)p; return fdl_sech2_##SFX(x); }         \
+FDL_INLINE T fdl_gelu_grad_##SFX(T x, T p) {                                               \
     (void)p;                                                                                  \
     T cdf = (T)0.5 * ERFC(x * (T)-FDL_SQRT1_2);                                               \
     T pdf = (T)FDL_INV_SQRT_2PI * EXP((T)-0.5 * x * x);                                       \
@@ -88,7 +88,7 @@ static inline T fdl_gelu_grad_##SFX(T x, T p) {                                 
     T limit = SEL(x > (T)0, (T)1, (T)0);                                                      \
     return SEL(fabs##SFX##_(x) == (T)INFINITY, limit, g);                                     \
 }                                                                                             \
-static inline T fdl_gelu_tanh_grad_##SFX(T x, T p) {                                          \
+FDL_INLINE T fdl_gelu_tanh_grad_##SFX(T x, T p) {                                          \
     T u = fdl_gelu_tanh_u_##SFX(x);                                                           \
     T g = fdl_sigmoid_##SFX((T)2 * u, p)                                                      \
         + (T)0.5 * x * fdl_sech2_##SFX(u) * (T)FDL_SQRT2_PI                                   \
@@ -97,25 +97,25 @@ static inline T fdl_gelu_tanh_grad_##SFX(T x, T p) {                            
     T limit = SEL(x > (T)0, (T)1, (T)0);                                                      \
     return SEL(fabs##SFX##_(x) > (T)1e4, limit, g);                                           \
 }                                                                                             \
-static inline T fdl_silu_grad_##SFX(T x, T p) {                                               \
+FDL_INLINE T fdl_silu_grad_##SFX(T x, T p) {                                               \
     T g = fdl_sigmoid_##SFX(x, p) * ((T)1 + x * fdl_sigmoid_neg_##SFX(x));                    \
     T limit = SEL(x > (T)0, (T)1, (T)0);                                                      \
     return SEL(fabs##SFX##_(x) == (T)INFINITY, limit, g);                                     \
 }                                                                                             \
 /* fused chain rule: dx = dy * f'(x), or from the forward output y for sigmoid and tanh */    \
-static inline T fdl_relu_bw_##SFX(T dy, T x) { return SEL(x > (T)0, dy, (T)0); }              \
-static inline T fdl_sigmoid_bw_##SFX(T dy, T y) { return dy * y * ((T)1 - y); }               \
-static inline T fdl_tanh_bw_##SFX(T dy, T y) { return dy * ((T)1 - y * y); }                  \
+FDL_INLINE T fdl_relu_bw_##SFX(T dy, T x) { return SEL(x > (T)0, dy, (T)0); }              \
+FDL_INLINE T fdl_sigmoid_bw_##SFX(T dy, T y) { return dy * y * ((T)1 - y); }               \
+FDL_INLINE T fdl_tanh_bw_##SFX(T dy, T y) { return dy * ((T)1 - y * y); }                  \
 /* binary arithmetic */                                                                       \
-static inline T fdl_add_##SFX(T a, T b) { return a + b; }                                     \
-static inline T fdl_subtract_##SFX(T a, T b) { return a - b; }                                \
-static inline T fdl_multiply_##SFX(T a, T b) { return a * b; }                                \
-static inline T fdl_divide_##SFX(T a, T b) { return a / b; }                                  \
+FDL_INLINE T fdl_add_##SFX(T a, T b) { return a + b; }                                     \
+FDL_INLINE T fdl_subtract_##SFX(T a, T b) { return a - b; }                                \
+FDL_INLINE T fdl_multiply_##SFX(T a, T b) { return a * b; }                                \
+FDL_INLINE T fdl_divide_##SFX(T a, T b) { return a / b; }                                  \
 /* NaN in either operand gives NaN, as np.maximum */                                          \
-static inline T fdl_maximum_##SFX(T a, T b) { return SEL(a >= b || a != a, a, b); }
+FDL_INLINE T fdl_maximum_##SFX(T a, T b) { return SEL(a >= b || a != a, a, b); }
 
-static inline float fabsf32_(float x) { return fabsf(x); }
-static inline double fabsf64_(double x) { return fabs(x); }
+FDL_INLINE float fabsf32_(float x) { return fabsf(x); }
+FDL_INLINE double fabsf64_(double x) { return fabs(x); }
 
 FDL_DEFINE_SCALAR_OPS(float, f32, fdl_expf, fdl_tanhf, fdl_erfcf, fdl_selectf)
 FDL_DEFINE_SCALAR_OPS(double, f64, fdl_exp, fdl_tanh, fdl_erfc, fdl_select)
