@@ -41,7 +41,8 @@ CHUNK = 1 << 22
 
 _C_SOURCE = """
 #include "fastdl/vmath.h"
-#define W(F, G) void F(const float *x, float *y, ptrdiff_t n) { for (ptrdiff_t i = 0; i < n; ++i) y[i] = G(x[i]); }
+#define W(F, G) void F(const float *x, float *y, ptrdiff_t n) \\
+    { for (ptrdiff_t i = 0; i < n; ++i) y[i] = G(x[i]); }
 W(c_exp, fdl_expf) W(c_log, fdl_logf) W(c_tanh, fdl_tanhf) W(c_erf, fdl_erff) W(c_expm1, fdl_expm1f)
 W(c_erfc, fdl_erfcf)
 """
@@ -125,7 +126,8 @@ def main():
     total = {name: [(0.0, 0.0), 0, 0, 0] for name in args.functions}
     t0 = time.time()
     with multiprocessing.Pool(args.jobs, initializer=_init, initargs=(lib,)) as pool:
-        for res in pool.imap_unordered(check_chunk, [(s, args.stride, args.functions) for s in starts]):
+        work = [(s, args.stride, args.functions) for s in starts]
+        for res in pool.imap_unordered(check_chunk, work):
             for name, (worst, bad, over_half, n) in res.items():
                 acc = total[name]
                 if worst[0] > acc[0][0]:
@@ -136,7 +138,8 @@ def main():
     where = f"-march={args.march}" if args.march else "fastdl._ext._vmath (run-time dispatch)"
     print(f"float32, every {args.stride}-th bit pattern, {where}, {time.time() - t0:.0f} s")
     for name, ((err, xw), bad, over_half, n) in total.items():
-        print(f"  {name:6s} max {err:.3f} ULP at x = {xw!r} ({np.float32(xw).view(np.uint32):#010x}); "
+        bits = int(np.float32(xw).view(np.uint32))
+        print(f"  {name:6s} max {err:.3f} ULP at x = {xw!r} ({bits:#010x}); "
               f"{over_half} of {n} finite results not correctly rounded; "
               f"{bad} wrong NaN/inf results")
     sys.exit(1 if any(t[1] for t in total.values()) else 0)

@@ -3,8 +3,9 @@
 The header's functions are reached through the test shim ``fastdl._ext._vmath`` (a loop over
 an array, built like every fastdl kernel with FDL_DISPATCH, so the SIMD clone this CPU picks is
 what is tested). Errors are measured in ULPs of the result's dtype against a more precise
-reference: NumPy float64 for float32 (its own error is ~2**-29 float32 ULP), NumPy long double
-(80-bit on x86-64) or mpmath for float64. ``MAX_ULP`` holds the bounds the header documents.
+reference: NumPy / SciPy float64 for float32 (their own error is ~2**-29 float32 ULP), NumPy
+long double (80-bit on x86-64) or mpmath (erf, erfc) for float64. ``MAX_ULP`` holds the bounds
+the header documents.
 
 The float32 sample is every 1021st bit pattern of the 2**32 (4.2M values over the whole range,
 NaN payloads and infinities included) plus 2001 consecutive floats around every threshold of
@@ -19,13 +20,15 @@ import pytest
 
 from fastdl._ext import _vmath
 
-FUNCTIONS = ("exp", "log", "tanh", "erf", "expm1")
+FUNCTIONS = ("exp", "log", "tanh", "erf", "expm1", "erfc")
 
 # Max error in ULPs, as documented in include/fastdl/vmath.h: the measured maxima over every
 # SIMD clone (the FMA-contracted x86-64-v3/v4 builds and the SSE2 baseline), rounded up.
 MAX_ULP = {
-    np.dtype(np.float32): {"exp": 0.9, "log": 0.85, "tanh": 1.1, "erf": 1.35, "expm1": 1.35},
-    np.dtype(np.float64): {"exp": 1.0, "log": 0.9, "tanh": 2.3, "erf": 1.25, "expm1": 1.5},
+    np.dtype(np.float32): {"exp": 0.9, "log": 0.85, "tanh": 1.1, "erf": 1.35, "expm1": 1.35,
+                           "erfc": 4.2},
+    np.dtype(np.float64): {"exp": 1.0, "log": 0.9, "tanh": 2.3, "erf": 1.25, "expm1": 1.5,
+                           "erfc": 5.0},
 }
 # math.erf (glibc) is itself within ~0.8 ULP: comparisons against it get that much more room.
 MATH_ERF_ULP = 0.8
@@ -37,16 +40,16 @@ def _erf_float64(x):
     return np.vectorize(math.erf, otypes=[np.float64])(x)
 
 
-REF32 = {"exp": np.exp, "log": np.log, "tanh": np.tanh, "expm1": np.expm1, "erf": None}
+REF32 = {"exp": np.exp, "log": np.log, "tanh": np.tanh, "expm1": np.expm1}
 
 
 def reference_f32(name, x):
     """float64 values of the function at float32 x (accurate far below a float32 ULP)."""
     with np.errstate(all="ignore"):  # (signalling NaNs warn when converted)
         x64 = np.asarray(x, dtype=np.float64)
-        if name == "erf":
+        if name in ("erf", "erfc"):
             scipy_special = pytest.importorskip("scipy.special")
-            return scipy_special.erf(x64)
+            return getattr(scipy_special, name)(x64)
         return REF32[name](x64)
 
 
@@ -64,7 +67,7 @@ def reference_f64(name, x):
     The part beyond hi is kept in ULPs, not as a second double, which would be rounded to
     the denormal grid for results near the bottom of the range."""
     x = np.asarray(x, dtype=np.float64)
-    if name == "erf" or not LONGDOUBLE_IS_EXTENDED:
+    if name in ("erf", "erfc") or not LONGDOUBLE_IS_EXTENDED:
         mpmath = pytest.importorskip("mpmath")
         mpmath.mp.prec = 120
         fn = getattr(mpmath, name)
@@ -74,9 +77,9 @@ def reference_f64(name, x):
             if math.isnan(v) or (name == "log" and v < 0):
                 hi[i] = math.nan
                 continue
-            if math.isinf(v) or v == 0:
+            if math.isinf(v) or v == 0 or (name in ("erf", "erfc") and abs(v) > 30):
                 hi[i] = {"exp": math.exp, "log": _log_special, "tanh": math.tanh,
-                         "erf": math.erf, "expm1": math.expm1}[name](v)
+                         "erf": math.erf, "expm1": math.expm1, "erfc": math.erfc}[name](v)
                 continue
             r = fn(mpmath.mpf(v))
             try:
@@ -155,7 +158,8 @@ def neighbourhood(centers, dtype, half_width=1000):
             bits = bits.astype(uint)
             if v == 0:  # around +0 and -0: the smallest denormals of both signs
                 small = np.arange(0, half_width, dtype=uint)
-                bits = np.concatenate([small, small | uint(1 << (8 * np.dtype(dtype).itemsize - 1))])
+                sign = uint(1 << (8 * np.dtype(dtype).itemsize - 1))
+                bits = np.concatenate([small, small | sign])
             out.append(bits.view(dtype))
     return np.concatenate(out)
 
@@ -168,6 +172,7 @@ F32_EDGES = {
     "erf": [0.0, 1e-30, 1e-4, 1.0, 0.75, 2.0, 3.92, 4.0, 1e-38],
     "expm1": [0.0, 5.9604645e-08, 1e-30, 0.34657359, 1.0397208, 16.98, 17.33, 25.0, 88.72283,
               89.0, 1e-4],
+    "erfc": [0.0, 1e-30, 0.46875, 0.8, 1.0, 2.0, 4.0, 9.19, 9.2, 10.0, 10.05, 10.1, 11.0],
 }
 F64_EDGES = {
     "exp": [0.0, 1e-300, 0.34657359027997264, 709.782712893384, 710.0, 708.3964185322641,
@@ -178,6 +183,7 @@ F64_EDGES = {
     "erf": [0.0, 1e-300, 1e-8, 1.0, 2.0, 5.92, 6.0],
     "expm1": [0.0, 5.551115123125783e-17, 0.34657359027997264, 36.7, 40.0, 709.782712893384,
               710.0, 1e-8],
+    "erfc": [0.0, 1e-300, 0.8, 1.0, 6.0, 26.5, 26.6, 27.2, 27.3],
 }
 
 
@@ -198,7 +204,7 @@ def test_float32_edges(name):
     check_accuracy(name, x, np.float32, bound)
     # and a dense linear sweep of the region where the function is not trivial
     lo, hi = {"exp": (-105, 90), "log": (0, 4), "tanh": (-10, 10), "erf": (-4.5, 4.5),
-              "expm1": (-20, 90)}[name]
+              "expm1": (-20, 90), "erfc": (-4.5, 10.5)}[name]
     check_accuracy(name, np.linspace(lo, hi, 500_001, dtype=np.float32), np.float32, bound)
 
 
@@ -207,7 +213,7 @@ requires_extended = pytest.mark.skipif(
 
 
 @requires_extended
-@pytest.mark.parametrize("name", [f for f in FUNCTIONS if f != "erf"])
+@pytest.mark.parametrize("name", [f for f in FUNCTIONS if f not in ("erf", "erfc")])
 def test_float64_whole_range(name, rng):
     bound = MAX_ULP[np.dtype(np.float64)][name]
     # random bit patterns: every exponent equally often, NaNs and infinities included
@@ -224,7 +230,8 @@ def test_float64_erf(rng):
     bound = MAX_ULP[np.dtype(np.float64)]["erf"]
     # exact reference (mpmath) on a moderate sample ...
     x = np.concatenate([rng.uniform(-6.5, 6.5, 6000), rng.uniform(0.9, 1.1, 1000),
-                        np.geomspace(1e-300, 1, 1000), neighbourhood(F64_EDGES["erf"], np.float64, 40),
+                        np.geomspace(1e-300, 1, 1000),
+                        neighbourhood(F64_EDGES["erf"], np.float64, 40),
                         rng.integers(0, 2**64, 2000, dtype=np.uint64).view(np.float64)])
     check_accuracy("erf", x, np.float64, bound)
     # ... and glibc's erf (within MATH_ERF_ULP) on a dense one
@@ -235,12 +242,16 @@ def test_float64_erf(rng):
     assert err[i] <= bound + MATH_ERF_ULP, f"erf({x[i]!r}) = {y[i]!r}: {err[i]:.3f} ULP"
 
 
-# ---------------------------------------------------------------- special values
+def test_float64_erfc(rng):
+    # relative accuracy down to the denormals (erfc(27.2) ~ 1e-323), against mpmath
+    x = np.concatenate([rng.uniform(-6.5, 27.5, 8000), rng.uniform(0.4, 1.1, 1000),
+                        np.geomspace(1e-300, 1, 500),
+                        neighbourhood(F64_EDGES["erfc"], np.float64, 40),
+                        rng.integers(0, 2**64, 1000, dtype=np.uint64).view(np.float64)])
+    check_accuracy("erfc", x, np.float64, MAX_ULP[np.dtype(np.float64)]["erfc"])
 
-F32_MAX, F32_TINY, F32_DENORM = np.finfo(np.float32).max, np.finfo(np.float32).tiny, \
-    np.finfo(np.float32).smallest_subnormal
-F64_MAX, F64_TINY, F64_DENORM = np.finfo(np.float64).max, np.finfo(np.float64).tiny, \
-    np.finfo(np.float64).smallest_subnormal
+
+# ---------------------------------------------------------------- special values
 
 SPECIAL_INPUTS = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, "max", "-max",
                   "tiny", "-tiny", "denorm", "-denorm"]
@@ -252,6 +263,7 @@ EXPECTED = {  # None: not a special value, checked for accuracy only
     "erf": [np.nan, np.nan, 1.0, -1.0, 0.0, -0.0, None, None, 1.0, -1.0, None, None, None, None],
     "expm1": [np.nan, np.nan, np.inf, -1.0, 0.0, -0.0, None, None, np.inf, -1.0, "x", "x", "x",
               "x"],
+    "erfc": [np.nan, np.nan, 0.0, 2.0, 1.0, 1.0, None, None, 0.0, 2.0, 1.0, 1.0, 1.0, 1.0],
 }
 
 
@@ -315,6 +327,12 @@ def test_overflow_underflow_and_denormals(dtype):
     e = np.arange(info.minexp - info.nmant, info.maxexp)
     x = np.ldexp(np.ones(e.size, dtype), e)
     check_accuracy("log", x, dtype, MAX_ULP[np.dtype(dtype)]["log"])
+    # erfc's tail: denormal results, as accurate as the normal ones
+    lo, hi = (9.2, 10.05) if dtype == np.float32 else (26.6, 27.2)
+    x = np.linspace(lo, hi, 10_001, dtype=dtype)
+    y = _vmath.erfc(x)
+    assert (y > 0).all() and (y < info.tiny).all()
+    check_accuracy("erfc", x, dtype, MAX_ULP[np.dtype(dtype)]["erfc"])
     # tanh and erf of tiny values: tanh x = x, erf x = 2x/sqrt(pi), relatively accurate
     x = np.ldexp(np.ones(e.size, dtype), e)[e < -(info.nmant // 2) - 2]
     assert np.array_equal(_vmath.tanh(x), x) and np.array_equal(_vmath.tanh(-x), -x)
@@ -327,8 +345,9 @@ def test_odd_and_monotone(name, dtype, rng):
     x = np.abs(rng.standard_normal(10_000) * 4).astype(dtype)
     x.sort()
     y = getattr(_vmath, name)(x)
-    # monotone non-decreasing (all five are increasing functions)
-    assert (np.diff(y.astype(np.float64)) >= 0).all()
+    # monotone: erfc decreasing, the others increasing
+    step = np.diff(y.astype(np.float64)) * (-1 if name == "erfc" else 1)
+    assert (step >= 0).all()
     if name in ("tanh", "erf"):
         assert np.array_equal(getattr(_vmath, name)(-x), -y)
 

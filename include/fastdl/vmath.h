@@ -1,5 +1,5 @@
 /*
- * Vector math for fastdl's inner loops: exp, log, tanh, erf (and expm1) in float32 and float64.
+ * Vector math for fastdl's inner loops: exp, log, tanh, erf (+ expm1, erfc), float32 and float64.
  *
  * Every function is `static inline` (always_inline), branch-free and free of libm calls, so a
  * plain loop over a contiguous block, `for (i...) y[i] = fdl_expf(x[i]);`, is vectorised by GCC
@@ -18,14 +18,17 @@
  *   float  fdl_erff(float x);   double fdl_erf(double x);
  * Helpers, also public:
  *   float  fdl_expm1f(float x);  double fdl_expm1(double x);   e^x - 1, accurate near 0
+ *   float  fdl_erfcf(float x);   double fdl_erfc(double x);    1 - erf(x), relatively accurate
+ *                                 down to the denormals (GELU's left tail: 0.5 x erfc(-x/sqrt2))
  *   float  fdl_selectf(int c, float a, float b);  double fdl_select(int c, double a, double b);
  *                                 c ? a : b as a bitwise blend (vectorises in every clone)
- *   void   fdl_{exp,log,tanh,erf,expm1}_array_{f32,f64}(const T *x, T *y, ptrdiff_t n);
+ *   void   fdl_{exp,log,tanh,erf,erfc,expm1}_array_{f32,f64}(const T *x, T *y, ptrdiff_t n);
  *                                 y[i] = f(x[i]), i < n, FDL_DISPATCH'ed; x, y must not overlap
  * Names fdl_vm_* are internal.
  *
  * Methods (coefficients: minimax fits by Remez exchange in 50-digit arithmetic with mpmath; for
- * float32 each coefficient was rounded to float in turn and the remaining ones refitted):
+ * float32 each coefficient was rounded to float in turn and the remaining ones refitted, except
+ * erfc's, rounded directly):
  *   exp    x = k ln2 + r + rlo, |r| <= ln2/2 (Cody-Waite: k ln2_hi is exact, rlo is the rounding
  *          error of r); e^x = 2^k (1 + r + (r^2 Q(r) + rlo)), Q of degree 4 (float) / 9 (double).
  *          2^k is built in the exponent bits as 2^floor(k/2) * 2^(k - floor(k/2)), both normal,
@@ -43,20 +46,26 @@
  *          |x| < 1: x + x Q(x^2), Q of degree 6 (float) / 12 (double).
  *          |x| >= 1: 1 - e^(-x^2) P(v), v = (|x| - 2) / (|x| + 2), P of degree 5 / 12 (erfc(x)
  *          e^(x^2) is a smooth function of v); the rounding of x^2 costs at most ~0.16 ULP.
+ *   erfc   |x| < 0.8: 1 -+ erf|x| (erf's polynomial above; erfc(0.8) > 1/4, so 1 - erf loses
+ *          little). Above: erfc|x| = e^(-x^2) P(v) / (|x| + L), v = (|x| - L) / (|x| + L), L = 2
+ *          (float) / 4 (double), P of degree 9 / 21 fitted for relative error, x^2 = hi + lo
+ *          exactly (hi the square of x cut to 12 / 26 bits) so that e^(-x^2) stays relatively
+ *          accurate where x^2 is large; erfc(-|x|) = 2 - erfc|x|; |x| clamped to 10.1 (27.3).
  *
  * Accuracy: max error in ULPs of the result (distance to the exact value; 0.5 would be
  * correctly rounded; for denormal results the ULP is the smallest denormal). float32: all 2^32
- * inputs (tests/exhaustive_vmath.py); float64: ~50M samples over the whole range, densest in
- * the hard regions and around every threshold, against long double and mpmath:
- *                                        exp    log    tanh   erf    expm1
- *   float32  FMA clones (x86-64-v3, v4)  0.88   0.76   1.05   0.99   1.30
- *            SSE2 baseline clone         0.89   0.84   1.05   1.31   1.32
- *   float64  FMA clones (x86-64-v3, v4)  0.91   0.76   2.21   0.83   1.41
- *            SSE2 baseline clone         0.92   0.85   2.18   1.19   1.39
- * tests/test_vmath.py asserts, on every clone, float32: 0.9 0.85 1.1 1.35 1.35 and float64:
- * 1.0 0.9 2.3 1.25 1.5 (in the order above). The clones differ in the last bit of some results
- * (FMA contraction of a*b+c); within one build, the result for an element never depends on
- * its position in the array (vector body or remainder), so blocked/threaded loops agree.
+ * inputs (tests/exhaustive_vmath.py); float64: tens of millions of samples over the whole
+ * range, densest in the hard regions and around every threshold, against long double / mpmath:
+ *                                        exp    log    tanh   erf    expm1  erfc
+ *   float32  FMA clones (x86-64-v3, v4)  0.88   0.76   1.05   0.99   1.30   3.64
+ *            SSE2 baseline clone         0.89   0.84   1.05   1.31   1.32   4.10
+ *   float64  FMA clones (x86-64-v3, v4)  0.91   0.76   2.21   0.83   1.41   4.75
+ *            SSE2 baseline clone         0.92   0.85   2.18   1.19   1.39   4.97
+ * tests/test_vmath.py asserts, on every clone, float32: 0.9 0.85 1.1 1.35 1.35 4.2 and
+ * float64: 1.0 0.9 2.3 1.25 1.5 5.0 (in the order above). The clones differ in the last bit of
+ * some results (FMA contraction of a*b+c); within one build, the result for an element never
+ * depends on its position in the array (vector body or remainder), so blocked or threaded
+ * loops agree bitwise.
  *
  * Special values: NaN in -> NaN out (every function). exp(+inf) = +inf, exp(-inf) = +0,
  * overflow gives +inf. Underflow is gradual: results below the smallest normal are correct
@@ -66,8 +75,10 @@
  * accurate as of normal numbers. tanh(+-inf) = +-1, tanh(+-0) = +-0, tanh(x) = x for tiny and
  * denormal x. erf(+-inf) = +-1, erf(+-0) = +-0, erf(x) ~ 2x/sqrt(pi) to full relative accuracy
  * for tiny x (denormal x: within the bound above). expm1(+inf) = +inf, expm1(-inf) = -1,
- * expm1(+-0) = +-0. All of this assumes IEEE default mode: round to nearest, and FTZ/DAZ off
- * (with DAZ on, denormal inputs count as 0; with FTZ on, denormal results become 0).
+ * expm1(+-0) = +-0. erfc(+inf) = +0, erfc(-inf) = 2, erfc(+-0) = 1, and erfc's results are
+ * correct denormals down to the smallest one (x up to 10.06 float / 27.2 double). All of this
+ * assumes IEEE default mode: round to nearest, FTZ/DAZ off (with DAZ on, denormal inputs count
+ * as 0; with FTZ on, denormal results become 0).
  */
 #ifndef FASTDL_VMATH_H
 #define FASTDL_VMATH_H
@@ -296,11 +307,12 @@ FDL_VM_INLINE float fdl_erfcf(float x)
 {
     float a = fdl_vm_asfloat(fdl_vm_asuint(x) & 0x7fffffffu);
     a = fdl_selectf(a > 10.1f, 10.1f, a);                /* erfc(10.1) rounds to 0 */
-    int near0 = a < 0.46875f;                            /* erfc(0.46875) > 1/2 */
-    /* near 0: 1 -+ erf(a), erf as in fdl_erff (1 - erf loses nothing while erf < 1/2) */
+    /* below 0.8: 1 -+ erf(a), erf as in fdl_erff; 1 - erf costs at most ~1.2 ULP while erfc
+       stays in erf's binade or the one below it (erfc(0.8) > 1/4) */
+    int near0 = a < 0.8f;
     float erfs = a + a * fdl_vm_erff_q(a * a);
     /* above: erfc(a) = e^(-a^2) P(v) / (a + 2), v = (a - 2) / (a + 2) (relative error
-       2^-25.6), with a^2 = hi + lo exactly (hi = ah^2, ah = a to 12 bits): the rounding of
+       2^-25.7), with a^2 = hi + lo exactly (hi = ah^2, ah = a to 12 bits): the rounding of
        a^2 would cost up to a^2 2^-24 relative, 6 ULP at a = 10 */
     float w = 1.0f / (a + 2.0f);
     float v = (a - 2.0f) * w;
@@ -425,7 +437,8 @@ FDL_VM_INLINE double fdl_log(double x)
     double R = t2 + t1;
     double hfsq = 0.5 * f * f;
     double y = dk * 0x1.62e42feep-1 - ((hfsq - (s * (hfsq + R) + dk * 0x1.a39ef35793c76p-33)) - f);
-    double special = fdl_select(x == 0.0, -(double)INFINITY, fdl_select(x < 0.0, (double)NAN, x + x));
+    double special = fdl_select(x == 0.0, -(double)INFINITY,
+                                fdl_select(x < 0.0, (double)NAN, x + x));
     return fdl_select((x > 0.0) & (x < (double)INFINITY), y, special);
 }
 
@@ -511,36 +524,37 @@ FDL_VM_INLINE double fdl_erfc(double x)
 {
     double a = fdl_vm_asdouble(fdl_vm_asuint64(x) & 0x7fffffffffffffffull);
     a = fdl_select(a > 27.3, 27.3, a);                   /* erfc(27.3) rounds to 0 */
-    int near0 = a < 0.46875;                             /* erfc(0.46875) > 1/2 */
+    int near0 = a < 0.8;                                 /* as in fdl_erfcf */
     double erfs = a + a * fdl_vm_erf_q(a * a);
-    /* above: erfc(a) = e^(-a^2) P(v) / (a + 3), v = (a - 3) / (a + 3) (relative error
-       2^-52.0), a^2 = hi + lo exactly (hi = ah^2, ah = a to 26 bits) */
-    double w = 1.0 / (a + 3.0);
-    double v = (a - 3.0) * w;
-    double p = -0x1.3b22461ff6498p-27;
-    p = p * v + 0x1.12547a9d35d5p-25;
-    p = p * v + 0x1.1586f9e0c9602p-24;
-    p = p * v - 0x1.cbe181644ca6fp-23;
-    p = p * v - 0x1.cb64906bda9ebp-22;
-    p = p * v + 0x1.0916941832ec2p-20;
-    p = p * v + 0x1.74ca3c33100e9p-19;
-    p = p * v - 0x1.3e71a807a593ap-18;
-    p = p * v - 0x1.252edfa9e7dffp-16;
-    p = p * v + 0x1.fdfb50f0e156ep-16;
-    p = p * v + 0x1.c326637957a8fp-14;
-    p = p * v - 0x1.2238f4c020889p-12;
-    p = p * v - 0x1.1f78e6a25e36dp-11;
-    p = p * v + 0x1.8dae3a105dd4ep-9;
-    p = p * v - 0x1.3dd3e6d856c07p-10;
-    p = p * v - 0x1.b78993d69619ap-6;
-    p = p * v + 0x1.e995f11b0dcc4p-4;
-    p = p * v - 0x1.3deb21415dd1cp-2;
-    p = p * v + 0x1.2e326945de302p-1;
-    p = p * v - 0x1.c44c471baa376p-1;
-    p = p * v + 0x1.12f21ddd9f5e2p+0;
+    /* above: erfc(a) = e^(-a^2) P(v) / (a + 4), v = (a - 4) / (a + 4) (relative error
+       2^-53.1), a^2 = hi + lo exactly (hi = ah^2, ah = a to 26 bits) */
+    double w = 1.0 / (a + 4.0);
+    double v = (a - 4.0) * w;
+    double p = 0x1.18df4b440f69ep-29;
+    p = p * v - 0x1.c6d7947faf789p-27;
+    p = p * v - 0x1.09bf23bffd11ap-28;
+    p = p * v + 0x1.062a1ffd73243p-23;
+    p = p * v - 0x1.2eac63a481fd9p-24;
+    p = p * v - 0x1.c5c1bedaf3f1p-21;
+    p = p * v + 0x1.7d7cefd49b713p-20;
+    p = p * v + 0x1.3b04f4237809bp-18;
+    p = p * v - 0x1.3c6a0e528b7eap-16;
+    p = p * v - 0x1.e7e6a230021e2p-19;
+    p = p * v + 0x1.72cd846fc629p-13;
+    p = p * v - 0x1.dd28462aa0dbcp-12;
+    p = p * v - 0x1.269b4f8db4992p-12;
+    p = p * v + 0x1.908f47262880bp-8;
+    p = p * v - 0x1.b00c052d2101p-6;
+    p = p * v + 0x1.38dbd2c8e004ap-4;
+    p = p * v - 0x1.645fd8a4ba9f7p-3;
+    p = p * v + 0x1.52cac237101a5p-2;
+    p = p * v - 0x1.14eacb1ad035dp-1;
+    p = p * v + 0x1.8be202d26c705p-1;
+    p = p * v - 0x1.f3fe31ecb49bfp-1;
+    p = p * v + 0x1.18932bf08e154p+0;
     double ah = fdl_vm_asdouble(fdl_vm_asuint64(a) & 0xfffffffff8000000ull);
     double s1, s2, d = fdl_vm_exp_neg2(ah * ah, (a - ah) * (a + ah), &s1, &s2);
-    double big = (p + p * d) / (a + 3.0) * s1 * s2;
+    double big = (p + p * d) / (a + 4.0) * s1 * s2;
     double pos = fdl_select(near0, 1.0 - erfs, big);
     double neg = fdl_select(near0, 1.0 + erfs, 2.0 - big);
     return fdl_select(x < 0.0, neg, pos);

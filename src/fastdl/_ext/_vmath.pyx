@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Array access to fastdl's vector math header, ``include/fastdl/vmath.h``.
 
-``exp``, ``log``, ``tanh``, ``erf``, ``erfc`` and ``expm1`` of a float32 or float64 array: a new array
-of the same shape and dtype, computed elementwise by the header's branch-free functions in a
-loop compiled for the CPU's SIMD level (``FDL_DISPATCH``), on one thread, without the GIL.
+``exp``, ``log``, ``tanh``, ``erf``, ``erfc`` and ``expm1`` of a float32 or float64 array: a
+new array of the same shape and dtype, computed elementwise by the header's branch-free
+functions in a loop compiled for the CPU's SIMD level (``FDL_DISPATCH``), on one thread,
+without the GIL.
 The header documents each function's method, accuracy (max ULP error) and special values.
 Other dtypes raise ``TypeError``; non-contiguous input is copied to C order first.
 """
