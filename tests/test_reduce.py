@@ -455,8 +455,10 @@ def test_mean_float32_large_offset(rng):
 # --------------------------------------------------------------------------------------
 # threads: bitwise identical results
 
-THREAD_CASES = [((1_100_003,), None), ((3, 200_001), -1), ((200, 5000), 1),
-                ((9000, 37), 0), ((5000, 700), 0), ((700, 5000), 0),
+# Each crosses the parallel threshold; several cut one reduction into chunks (contiguous:
+# 65536 float32 / 32768 float64 elements; columns: 1024 rows) or columns into panels.
+THREAD_CASES = [((1_100_003,), None), ((3, 140_001), -1), ((200, 5000), 1),
+                ((9000, 37), 0), ((2100, 700), 0), ((700, 2000), 0),
                 ((40, 30, 50, 7), (0, 2)), ((16, 6, 70, 70), (0, 2, 3)),
                 ((60, 70, 80), (0, 1)), ((60, 70, 80), (1, 2)), ((30, 40, 3), (0, 2))]
 

@@ -5,14 +5,18 @@ How a reduction runs (the summation trees are described in include/fastdl/reduce
 
 1. The axes are put in memory order: size-1 axes dropped, negative strides flipped (the target
    index flipped with them), axes sorted by stride, neighbours merged where the strides allow
-   (reduced with reduced, kept with kept). The innermost axis must then have unit stride;
-   otherwise (every axis strided, broadcast views, misaligned data) the input is copied once.
+   (reduced with reduced, kept with kept). Broadcast (zero-stride) axes go outermost and are
+   never materialised. The innermost axis must then have unit stride; otherwise (every axis
+   strided, misaligned data) the input is copied once, in its own memory order.
 2. A stage reduces some axes:
    * A (the unit-stride axis is reduced): one contiguous segment per output item, summed by
      fdl_segsum; long segments are cut into fixed chunks that threads compute independently.
    * B (the unit-stride axis is kept): column sums, rows added vectorised across the contiguous
      axis; work is cut into (item, column panel, row chunk) units; chunks are fixed by the row
-     count, and a column's value never depends on the panel width.
+     count, and a column's value never depends on the panel width (whole rows unless threads
+     would idle). Rows are added four at a time when the input's contiguous run of kept axes
+     is wide, one at a time otherwise (decided from the input alone, so out= never changes
+     the bits).
    Layouts with several reduced groups run two stages through a contiguous intermediate:
    A over a long inner segment first, or (a short inner segment) B over the outer reduced axes
    with the contiguous inner block as the width.
@@ -24,15 +28,13 @@ every result depend only on the shape (and the layout), never on the thread coun
 PARALLEL_MIN_ELEMENTS elements, or with one unit of work, no OpenMP region is entered.
 """
 
-import math
 import numbers
-import operator
 import warnings
 
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 from fastdl._ext._common cimport (as_float_array, check_out, may_overlap, current_threads,
                                   normalize_axis, shape_of)
