@@ -114,6 +114,22 @@ def test_neg_inf_rows(dtype):
     assert np.all(np.isnan(softmax(x.T, 0)[:, 1]))
 
 
+def test_underflow_boundary(dtype):
+    """exp(x - max) near and below the smallest normal: outputs within one smallest-normal of
+    the reference (softmax flushes results below it to 0), log_softmax exact to rounding."""
+    tiny = np.finfo(dtype).tiny
+    edge = np.log(tiny)                      # -87.34 (float32), -708.40 (float64)
+    offsets = np.array([0.0, -1.0, edge + 1, edge + 0.01, edge, edge - 0.01, edge - 0.7,
+                        edge - 1, edge - 30, -np.inf])
+    x = np.stack([offsets, offsets + 5.0]).astype(dtype)
+    for y in (softmax(x), softmax(np.ascontiguousarray(x.T), 0).T):
+        expected = softmax_ref(x)
+        assert np.all(y >= 0) and not np.any(np.isnan(y))
+        assert np.all(np.abs(y.astype(np.float64) - expected) <= 4 * np.finfo(dtype).eps * expected + tiny)
+        assert np.all(y[:, -1] == 0)
+    assert_close(log_softmax(x), log_softmax_ref(x), dtype)
+
+
 @pytest.mark.parametrize("n", [5, 70001])   # short rows and the online pass of long rows
 def test_nan_and_inf_propagate(n, dtype):
     x = np.zeros((4, n), dtype)

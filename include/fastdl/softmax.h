@@ -201,21 +201,25 @@ FDL_SM_INLINE double fdl_sm_sel_f64(int c, double a, double b)
 #define FDL_SOFTMAX_TEMPLATE
 #define FDL_T float
 #define FDL_SUF f32
-#define FDL_EXP fdl_expf
+#define FDL_EXP fdl_expf_nonpos
+#define FDL_EXP_ANY fdl_expf
 #define FDL_LOG fdl_logf
 #include "softmax.h"
 #undef FDL_T
 #undef FDL_SUF
 #undef FDL_EXP
+#undef FDL_EXP_ANY
 #undef FDL_LOG
 #define FDL_T double
 #define FDL_SUF f64
-#define FDL_EXP fdl_exp
+#define FDL_EXP fdl_exp_nonpos
+#define FDL_EXP_ANY fdl_exp
 #define FDL_LOG fdl_log
 #include "softmax.h"
 #undef FDL_T
 #undef FDL_SUF
 #undef FDL_EXP
+#undef FDL_EXP_ANY
 #undef FDL_LOG
 #undef FDL_SOFTMAX_TEMPLATE
 
@@ -404,7 +408,7 @@ FDL_SM_INLINE void FN(fdl_log_softmax_bwd_row)(const T *dy, const T *y, T *dx, p
 {
     T s = (T)FN(fdl_sm_sum)(dy, n);
 #pragma omp simd
-    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dy[i] - FDL_EXP(y[i]) * s;
+    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = dy[i] - FDL_EXP_ANY(y[i]) * s;
 }
 
 /* ---- column primitives: b contiguous lanes, len steps of sx / sy elements ------------ */
@@ -562,7 +566,7 @@ FDL_SM_INLINE void FN(fdl_log_softmax_bwd_cols)(const T *dy, ptrdiff_t sd, const
         const T *dr = dy + l * sd, *yr = y + l * sy;
         T *xr = dx + l * so;
 #pragma omp simd
-        for (ptrdiff_t i = 0; i < b; ++i) xr[i] = dr[i] - FDL_EXP(yr[i]) * s[i];
+        for (ptrdiff_t i = 0; i < b; ++i) xr[i] = dr[i] - FDL_EXP_ANY(yr[i]) * s[i];
     }
 }
 
