@@ -1,0 +1,238 @@
+/*
+ * Inner loops of batch_norm and layer_norm (_norm.pyx).
+ *
+ * Statistics. Moments are taken over fixed blocks of FDL_NB_BLOCK elements (or FDL_NB_ROWS
+ * rows): within a block, a sum in 16 lanes of the input type, then the corrected two-pass
+ * deviation sum (Chan, Golub and LeVeque) from L1; blocks are merged in double, in order, by
+ * Chan's update. The second read of a block hits L1/L2, so x leaves memory once for its
+ * statistics. Every lane adds at most FDL_NB_BLOCK / 16 values naively (32 in float32), so
+ * the float32 moments stay accurate without widening every element to double; the tree depends
+ * only on the length, never on the thread count.
+ *
+ * Layouts. A batch-norm input is seen as (N, C, S) with S = H*W:
+ *   planes: each (n, c) plane is contiguous (NCHW, or (N, C) in Fortran order seen as (1, C, N));
+ *   rows:   channels are contiguous, rows are the N*S pairs (n, s) (an (N, C) C array, NHWC).
+ */
+#ifndef FASTDL_NORM_H
+#define FASTDL_NORM_H
+
+#include <math.h>
+#include <stddef.h>
+#include "config.h"
+
+#define FDL_NB_BLOCK 512      /* elements per statistics block of a plane or a row */
+#define FDL_NB_ROWS 16        /* rows per statistics block of the rows layout */
+
+/* Chan's merge of (nb, mb, qb) into (n, m, q): count, mean, sum of squared deviations. */
+static inline void fdl_moments_merge(double *n, double *m, double *q, double nb, double mb,
+                                     double qb)
+{
+    if (nb == 0.0) return;
+    double nt = *n + nb, d = mb - *m;
+    *m += d * (nb / nt);
+    *q += qb + d * d * (*n * nb / nt);
+    *n = nt;
+}
+
+/* The fixed lane order of a 16-lane fold. */
+#define FDL_FOLD16(acc) do {                                                              \
+    for (int w_ = 8; w_ >= 1; w_ >>= 1)                                                   \
+        for (int l_ = 0; l_ < w_; ++l_) (acc)[l_] += (acc)[l_ + w_];                      \
+} while (0)
+
+#define FDL_DEFINE_NORM(T, SFX)                                                               \
+/* sum of x[0, n) and sum of x*y (y NULL: only the sum), 16 lanes of T, n <= FDL_NB_BLOCK */  \
+static inline void fdl_nb_sums_##SFX(const T *FDL_RESTRICT x, const T *FDL_RESTRICT y,       \
+                                     ptrdiff_t n, T c, double *s1, double *s2)                \
+{                                                                                             \
+    T a[16] = {0}, b[16] = {0};                                                               \
+    ptrdiff_t i = 0;                                                                          \
+    if (y) {                                                                                  \
+        for (; i + 16 <= n; i += 16)                                                          \
+            for (int l = 0; l < 16; ++l) { a[l] += y[i + l]; b[l] += y[i + l] * (x[i + l] - c); } \
+        for (int l = 0; i + l < n; ++l) { a[l] += y[i + l]; b[l] += y[i + l] * (x[i + l] - c); } \
+        FDL_FOLD16(a); FDL_FOLD16(b);                                                         \
+        *s1 += (double)a[0]; *s2 += (double)b[0];                                             \
+    } else {                                                                                  \
+        for (; i + 16 <= n; i += 16)                                                          \
+            for (int l = 0; l < 16; ++l) a[l] += x[i + l];                                    \
+        for (int l = 0; i + l < n; ++l) a[l] += x[i + l];                                     \
+        FDL_FOLD16(a);                                                                        \
+        *s1 += (double)a[0];                                                                  \
+    }                                                                                         \
+}                                                                                             \
+/* moments of one block (n <= FDL_NB_BLOCK): mean, then the corrected deviation sum */        \
+static inline void fdl_nb_block_##SFX(const T *FDL_RESTRICT x, ptrdiff_t n, double *mean,     \
+                                      double *m2)                                             \
+{                                                                                             \
+    double s = 0.0;                                                                           \
+    fdl_nb_sums_##SFX(x, NULL, n, (T)0, &s, NULL);                                            \
+    T mu = (T)(s / (double)n);                                                                \
+    T q[16] = {0}, e[16] = {0};                                                               \
+    ptrdiff_t i = 0;                                                                          \
+    for (; i + 16 <= n; i += 16)                                                              \
+        for (int l = 0; l < 16; ++l) { T d = x[i + l] - mu; q[l] += d * d; e[l] += d; }       \
+    for (int l = 0; i + l < n; ++l) { T d = x[i + l] - mu; q[l] += d * d; e[l] += d; }        \
+    FDL_FOLD16(q); FDL_FOLD16(e);                                                             \
+    /* the mean of the block is mu + e/n; the deviation sum about it is q - e^2/n */         \
+    *mean = (double)mu + (double)e[0] / (double)n;                                            \
+    *m2 = (double)q[0] - (double)e[0] * (double)e[0] / (double)n;                             \
+    if (*m2 < 0.0) *m2 = 0.0;                                                                 \
+}                                                                                             \
+/* (count, mean, m2) of a contiguous run, merged block by block in order */                   \
+FDL_DISPATCH static void fdl_nb_moments_##SFX(const T *x, ptrdiff_t n, double *out)           \
+{                                                                                             \
+    double cn = 0.0, m = 0.0, q = 0.0, bm, bq;                                                \
+    for (ptrdiff_t i = 0; i < n; i += FDL_NB_BLOCK) {                                         \
+        ptrdiff_t len = n - i < FDL_NB_BLOCK ? n - i : FDL_NB_BLOCK;                          \
+        fdl_nb_block_##SFX(x + i, len, &bm, &bq);                                             \
+        fdl_moments_merge(&cn, &m, &q, (double)len, bm, bq);                                  \
+    }                                                                                         \
+    out[0] = cn; out[1] = m; out[2] = q;                                                      \
+}                                                                                             \
+/* (sum dy, sum dy*(x - c)) of a contiguous run, block sums added in order */                \
+FDL_DISPATCH static void fdl_nb_dsums_##SFX(const T *x, const T *dy, ptrdiff_t n, T c,        \
+                                            double *out)                                      \
+{                                                                                             \
+    double s1 = 0.0, s2 = 0.0;                                                                \
+    for (ptrdiff_t i = 0; i < n; i += FDL_NB_BLOCK) {                                         \
+        ptrdiff_t len = n - i < FDL_NB_BLOCK ? n - i : FDL_NB_BLOCK;                          \
+        fdl_nb_sums_##SFX(x + i, dy + i, len, c, &s1, &s2);                                   \
+    }                                                                                         \
+    out[0] = s1; out[1] = s2;                                                                 \
+}                                                                                             \
+/* y = (x - m) * a + b over a contiguous run */                                               \
+FDL_DISPATCH static void fdl_nb_affine_##SFX(const T *FDL_RESTRICT x, T *FDL_RESTRICT y,      \
+                                             ptrdiff_t n, T m, T a, T b)                      \
+{                                                                                             \
+    for (ptrdiff_t i = 0; i < n; ++i) y[i] = (x[i] - m) * a + b;                              \
+}                                                                                             \
+/* dx = k*dy + p*(x - m) + q over a contiguous run */                                         \
+FDL_DISPATCH static void fdl_nb_dx_##SFX(const T *FDL_RESTRICT x, const T *FDL_RESTRICT dy,   \
+                                         T *FDL_RESTRICT dx, ptrdiff_t n, T m, T k, T p, T q) \
+{                                                                                             \
+    for (ptrdiff_t i = 0; i < n; ++i) dx[i] = k * dy[i] + (p * (x[i] - m) + q);              \
+}                                                                                             \
+/* Rows layout: rows [r0, r1) of C contiguous channels at x + (r/S)*sn + (r%S)*ss (bytes).  \
+ * Moments per channel into (n, mean, m2)[3*C] (double), blocks of FDL_NB_ROWS rows merged   \
+ * in order. scratch: 3*C of T. */                                                            \
+FDL_DISPATCH static void fdl_nb_rows_moments_##SFX(const char *x, ptrdiff_t S, ptrdiff_t sn,  \
+                                                   ptrdiff_t ss, ptrdiff_t r0, ptrdiff_t r1,  \
+                                                   ptrdiff_t C, double *out,                  \
+                                                   T *FDL_RESTRICT scratch)                   \
+{                                                                                             \
+    T *acc = scratch, *q = scratch + C, *e = scratch + 2 * C;                                 \
+    for (ptrdiff_t j = 0; j < 3 * C; ++j) out[j] = 0.0;                                       \
+    for (ptrdiff_t b0 = r0; b0 < r1; b0 += FDL_NB_ROWS) {                                     \
+        ptrdiff_t b1 = b0 + FDL_NB_ROWS < r1 ? b0 + FDL_NB_ROWS : r1;                         \
+        T inv = (T)1 / (T)(b1 - b0);                                                          \
+        for (ptrdiff_t j = 0; j < C; ++j) { acc[j] = 0; q[j] = 0; e[j] = 0; }                 \
+        for (ptrdiff_t r = b0; r < b1; ++r) {                                                 \
+            const T *row = (const T *)(x + (r / S) * sn + (r % S) * ss);                      \
+            for (ptrdiff_t j = 0; j < C; ++j) acc[j] += row[j];                               \
+        }                                                                                     \
+        for (ptrdiff_t j = 0; j < C; ++j) acc[j] *= inv;                                      \
+        for (ptrdiff_t r = b0; r < b1; ++r) {                                                 \
+            const T *row = (const T *)(x + (r / S) * sn + (r % S) * ss);                      \
+            for (ptrdiff_t j = 0; j < C; ++j) {                                               \
+                T d = row[j] - acc[j]; q[j] += d * d; e[j] += d;                              \
+            }                                                                                 \
+        }                                                                                     \
+        double nb = (double)(b1 - b0);                                                        \
+        for (ptrdiff_t j = 0; j < C; ++j) {                                                   \
+            double bq = (double)q[j] - (double)e[j] * (double)e[j] / nb;                      \
+            fdl_moments_merge(&out[3 * j], &out[3 * j + 1], &out[3 * j + 2], nb,              \
+                              (double)acc[j] + (double)e[j] / nb, bq < 0.0 ? 0.0 : bq);       \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* Rows layout, backward sums: out[2*j] += sum dy, out[2*j+1] += sum dy*(x - m[j]); blocks  \
+ * of FDL_NB_ROWS rows summed in T, added to double in order. scratch: 2*C of T. */          \
+FDL_DISPATCH static void fdl_nb_rows_dsums_##SFX(const char *x, const char *dy, ptrdiff_t S,  \
+                                                 ptrdiff_t sn, ptrdiff_t ss, ptrdiff_t dsn,   \
+                                                 ptrdiff_t dss, ptrdiff_t r0, ptrdiff_t r1,   \
+                                                 ptrdiff_t C, const T *m, double *out,        \
+                                                 T *FDL_RESTRICT scratch)                     \
+{                                                                                             \
+    T *a = scratch, *b = scratch + C;                                                         \
+    for (ptrdiff_t j = 0; j < 2 * C; ++j) out[j] = 0.0;                                       \
+    for (ptrdiff_t b0 = r0; b0 < r1; b0 += FDL_NB_ROWS) {                                     \
+        ptrdiff_t b1 = b0 + FDL_NB_ROWS < r1 ? b0 + FDL_NB_ROWS : r1;                         \
+        for (ptrdiff_t j = 0; j < C; ++j) { a[j] = 0; b[j] = 0; }                             \
+        for (ptrdiff_t r = b0; r < b1; ++r) {                                                 \
+            const T *row = (const T *)(x + (r / S) * sn + (r % S) * ss);                      \
+            const T *g = (const T *)(dy + (r / S) * dsn + (r % S) * dss);                     \
+            for (ptrdiff_t j = 0; j < C; ++j) { a[j] += g[j]; b[j] += g[j] * (row[j] - m[j]); } \
+        }                                                                                     \
+        for (ptrdiff_t j = 0; j < C; ++j) { out[2 * j] += (double)a[j]; out[2 * j + 1] += (double)b[j]; } \
+    }                                                                                         \
+}                                                                                             \
+/* y[j] = (x[j] - m[j]) * a[j] + b[j] over one row of C channels */                           \
+FDL_DISPATCH static void fdl_nb_row_affine_##SFX(const T *FDL_RESTRICT x, T *FDL_RESTRICT y,  \
+                                                 ptrdiff_t C, const T *FDL_RESTRICT m,        \
+                                                 const T *FDL_RESTRICT a,                     \
+                                                 const T *FDL_RESTRICT b)                     \
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) y[j] = (x[j] - m[j]) * a[j] + b[j];                     \
+}                                                                                             \
+FDL_DISPATCH static void fdl_nb_row_dx_##SFX(const T *FDL_RESTRICT x, const T *FDL_RESTRICT dy,\
+                                             T *FDL_RESTRICT dx, ptrdiff_t C,                 \
+                                             const T *FDL_RESTRICT m, const T *FDL_RESTRICT k,\
+                                             const T *FDL_RESTRICT p, const T *FDL_RESTRICT q)\
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) dx[j] = k[j] * dy[j] + (p[j] * (x[j] - m[j]) + q[j]);   \
+}                                                                                             \
+/* Layer norm of one contiguous row of D: mean, inv_std out; y = (x - mean)*inv*g + b        \
+ * (g, b may be NULL). */                                                                     \
+FDL_DISPATCH static void fdl_ln_row_##SFX(const T *FDL_RESTRICT x, T *FDL_RESTRICT y,         \
+                                          ptrdiff_t D, const T *FDL_RESTRICT g,               \
+                                          const T *FDL_RESTRICT b, double eps,                \
+                                          T *mean_out, T *inv_out)                            \
+{                                                                                             \
+    double mom[3];                                                                            \
+    fdl_nb_moments_##SFX(x, D, mom);                                                          \
+    T mu = (T)mom[1];                                                                         \
+    T inv = (T)(1.0 / sqrt(mom[2] / (double)D + eps));                                        \
+    *mean_out = mu; *inv_out = inv;                                                           \
+    if (g && b) {                                                                             \
+        for (ptrdiff_t j = 0; j < D; ++j) y[j] = ((x[j] - mu) * inv) * g[j] + b[j];           \
+    } else if (g) {                                                                           \
+        for (ptrdiff_t j = 0; j < D; ++j) y[j] = ((x[j] - mu) * inv) * g[j];                  \
+    } else if (b) {                                                                           \
+        for (ptrdiff_t j = 0; j < D; ++j) y[j] = (x[j] - mu) * inv + b[j];                    \
+    } else {                                                                                  \
+        for (ptrdiff_t j = 0; j < D; ++j) y[j] = (x[j] - mu) * inv;                           \
+    }                                                                                         \
+}                                                                                             \
+/* Layer-norm backward of one row: dx, and (when colsum) dgamma/dbeta partials added into    \
+ * cg[j] += dy*xhat, cb[j] += dy (double). gdy: scratch of D. */                              \
+FDL_DISPATCH static void fdl_ln_row_bwd_##SFX(const T *FDL_RESTRICT x, const T *FDL_RESTRICT dy,\
+                                              T *FDL_RESTRICT dx, ptrdiff_t D,                \
+                                              const T *FDL_RESTRICT g, T mu, T inv,           \
+                                              double *FDL_RESTRICT cg,                        \
+                                              double *FDL_RESTRICT cb,                        \
+                                              T *FDL_RESTRICT gdy)                            \
+{                                                                                             \
+    const T *u = dy;                                                                          \
+    if (g) {                                                                                  \
+        for (ptrdiff_t j = 0; j < D; ++j) gdy[j] = g[j] * dy[j];                              \
+        u = gdy;                                                                              \
+    }                                                                                         \
+    double s[2];                                                                              \
+    fdl_nb_dsums_##SFX(x, u, D, mu, s);                                                       \
+    /* dx = inv * (u - mean(u) - xhat * mean(u * xhat)), xhat = (x - mu) * inv */            \
+    T c1 = (T)(s[0] / (double)D);                                                             \
+    T c2 = (T)(s[1] * (double)inv * (double)inv / (double)D);                                 \
+    for (ptrdiff_t j = 0; j < D; ++j) dx[j] = inv * ((u[j] - c1) - (x[j] - mu) * c2);         \
+    if (cg) {                                                                                 \
+        for (ptrdiff_t j = 0; j < D; ++j) {                                                   \
+            cg[j] += (double)(dy[j] * ((x[j] - mu) * inv));                                   \
+            cb[j] += (double)dy[j];                                                           \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+FDL_DEFINE_NORM(float, f32)
+FDL_DEFINE_NORM(double, f64)
+
+#endif
