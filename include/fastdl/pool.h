@@ -1,0 +1,155 @@
+/*
+ * Inner loops of 2-D pooling (_pool.pyx): one contiguous (H, W) plane in, one contiguous
+ * (Ho, Wo) plane out. Windows start at o*s - p and are clipped to the plane; padding never
+ * wins a max (it is -inf) and counts as zeros in an average (count_include_pad, as PyTorch).
+ *
+ * Max: an element replaces the running maximum when it is greater or NaN, scanning the window
+ * row by row (PyTorch's rule, so NaN wins and the indices agree with PyTorch's); the index is
+ * the flat h*W + w offset within the plane, and starts at the first element of the clipped
+ * window (an all -inf window points there).
+ */
+#ifndef FASTDL_POOL_H
+#define FASTDL_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include "config.h"
+#include "vmath.h"
+
+typedef struct {
+    ptrdiff_t H, W, Ho, Wo, kh, kw, sh, sw, ph, pw;
+} fdl_pool_geom;
+
+/* The clipped window [h0, h1) x [w0, w1) of output (oh, ow). */
+static inline void fdl_pool_window(const fdl_pool_geom *g, ptrdiff_t oh, ptrdiff_t ow,
+                                   ptrdiff_t *h0, ptrdiff_t *h1, ptrdiff_t *w0, ptrdiff_t *w1)
+{
+    ptrdiff_t hs = oh * g->sh - g->ph, ws = ow * g->sw - g->pw;
+    ptrdiff_t he = hs + g->kh, we = ws + g->kw;
+    *h0 = hs < 0 ? 0 : hs;
+    *w0 = ws < 0 ? 0 : ws;
+    *h1 = he > g->H ? g->H : he;
+    *w1 = we > g->W ? g->W : we;
+}
+
+#define FDL_DEFINE_POOL(T, SFX, SEL)                                                          \
+/* max pooling of one plane, any geometry; idx may be NULL */                                \
+FDL_DISPATCH static void fdl_maxpool_plane_##SFX(const fdl_pool_geom *g,                     \
+                                                 const T *FDL_RESTRICT x, T *FDL_RESTRICT y,  \
+                                                 int64_t *FDL_RESTRICT idx)                   \
+{                                                                                             \
+    ptrdiff_t h0, h1, w0, w1;                                                                 \
+    for (ptrdiff_t oh = 0; oh < g->Ho; ++oh) {                                                \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ++ow) {                                            \
+            fdl_pool_window(g, oh, ow, &h0, &h1, &w0, &w1);                                   \
+            T m = -(T)INFINITY;                                                               \
+            ptrdiff_t at = h0 * g->W + w0;                                                    \
+            for (ptrdiff_t h = h0; h < h1; ++h) {                                             \
+                const T *row = x + h * g->W;                                                  \
+                for (ptrdiff_t w = w0; w < w1; ++w) {                                         \
+                    T v = row[w];                                                             \
+                    if (v > m || v != v) { m = v; at = h * g->W + w; }                        \
+                }                                                                             \
+            }                                                                                 \
+            y[oh * g->Wo + ow] = m;                                                           \
+            if (idx) idx[oh * g->Wo + ow] = (int64_t)at;                                      \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* 2x2 stride 2, no padding, no indices: branch-free selects so the row loop vectorises */   \
+FDL_DISPATCH static void fdl_maxpool22_plane_##SFX(const fdl_pool_geom *g,                   \
+                                                   const T *FDL_RESTRICT x,                   \
+                                                   T *FDL_RESTRICT y)                         \
+{                                                                                             \
+    for (ptrdiff_t oh = 0; oh < g->Ho; ++oh) {                                                \
+        const T *r0 = x + 2 * oh * g->W, *r1 = r0 + g->W;                                     \
+        T *out = y + oh * g->Wo;                                                              \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ++ow) {                                            \
+            T m = r0[2 * ow], v = r0[2 * ow + 1];                                             \
+            m = SEL((v > m) | (v != v), v, m);                                                \
+            v = r1[2 * ow];                                                                   \
+            m = SEL((v > m) | (v != v), v, m);                                                \
+            v = r1[2 * ow + 1];                                                               \
+            m = SEL((v > m) | (v != v), v, m);                                                \
+            out[ow] = m;                                                                      \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* dx (zeroed here) += dy scattered to the argmax positions; idx already range-checked */    \
+static void fdl_maxpool_bwd_plane_##SFX(ptrdiff_t HW, ptrdiff_t HoWo,                        \
+                                        const T *FDL_RESTRICT dy,                             \
+                                        const int64_t *FDL_RESTRICT idx,                      \
+                                        T *FDL_RESTRICT dx)                                   \
+{                                                                                             \
+    memset(dx, 0, sizeof(T) * (size_t)HW);                                                    \
+    for (ptrdiff_t i = 0; i < HoWo; ++i) dx[idx[i]] += dy[i];                                 \
+}                                                                                             \
+/* average pooling of one plane: window sums (row by row) over kh*kw */                       \
+FDL_DISPATCH static void fdl_avgpool_plane_##SFX(const fdl_pool_geom *g,                     \
+                                                 const T *FDL_RESTRICT x, T *FDL_RESTRICT y)  \
+{                                                                                             \
+    ptrdiff_t h0, h1, w0, w1;                                                                 \
+    T inv = (T)1 / (T)(g->kh * g->kw);                                                        \
+    for (ptrdiff_t oh = 0; oh < g->Ho; ++oh) {                                                \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ++ow) {                                            \
+            fdl_pool_window(g, oh, ow, &h0, &h1, &w0, &w1);                                   \
+            T s = 0;                                                                          \
+            for (ptrdiff_t h = h0; h < h1; ++h)                                               \
+                for (ptrdiff_t w = w0; w < w1; ++w) s += x[h * g->W + w];                     \
+            y[oh * g->Wo + ow] = s * inv;                                                     \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* dx (zeroed here) += dy / (kh*kw) over each window, outputs in order */                     \
+FDL_DISPATCH static void fdl_avgpool_bwd_plane_##SFX(const fdl_pool_geom *g,                 \
+                                                     const T *FDL_RESTRICT dy,                \
+                                                     T *FDL_RESTRICT dx)                      \
+{                                                                                             \
+    ptrdiff_t h0, h1, w0, w1;                                                                 \
+    T inv = (T)1 / (T)(g->kh * g->kw);                                                        \
+    memset(dx, 0, sizeof(T) * (size_t)(g->H * g->W));                                         \
+    for (ptrdiff_t oh = 0; oh < g->Ho; ++oh) {                                                \
+        for (ptrdiff_t ow = 0; ow < g->Wo; ++ow) {                                            \
+            fdl_pool_window(g, oh, ow, &h0, &h1, &w0, &w1);                                   \
+            T v = dy[oh * g->Wo + ow] * inv;                                                  \
+            for (ptrdiff_t h = h0; h < h1; ++h)                                               \
+                for (ptrdiff_t w = w0; w < w1; ++w) dx[h * g->W + w] += v;                    \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* sum of a contiguous plane: 16 lanes of T per 512-element block, blocks added in double */ \
+FDL_DISPATCH static double fdl_pool_sum_##SFX(const T *FDL_RESTRICT x, ptrdiff_t n)          \
+{                                                                                             \
+    double s = 0.0;                                                                           \
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += 512) {                                               \
+        ptrdiff_t m = n - i0 < 512 ? n - i0 : 512, i = 0;                                     \
+        const T *p = x + i0;                                                                  \
+        T a[16] = {0};                                                                        \
+        for (; i + 16 <= m; i += 16)                                                          \
+            for (int l = 0; l < 16; ++l) a[l] += p[i + l];                                    \
+        for (int l = 0; i + l < m; ++l) a[l] += p[i + l];                                     \
+        for (int w = 8; w >= 1; w >>= 1)                                                      \
+            for (int l = 0; l < w; ++l) a[l] += a[l + w];                                     \
+        s += (double)a[0];                                                                    \
+    }                                                                                         \
+    return s;                                                                                 \
+}                                                                                             \
+/* x[0, n) = v */                                                                             \
+FDL_DISPATCH static void fdl_pool_fill_##SFX(T *FDL_RESTRICT x, ptrdiff_t n, T v)            \
+{                                                                                             \
+    for (ptrdiff_t i = 0; i < n; ++i) x[i] = v;                                               \
+}
+
+FDL_DEFINE_POOL(float, f32, fdl_selectf)
+FDL_DEFINE_POOL(double, f64, fdl_select)
+
+/* First position of an index outside [0, hw), or -1. */
+static inline ptrdiff_t fdl_pool_check_idx(const int64_t *idx, ptrdiff_t n, int64_t hw)
+{
+    for (ptrdiff_t i = 0; i < n; ++i)
+        if (idx[i] < 0 || idx[i] >= hw) return i;
+    return -1;
+}
+
+#endif

@@ -1,0 +1,421 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""2-D pooling over NCHW inputs: max (with indices), average, global average, and backward.
+
+Inner loops: fastdl/pool.h, one (H, W) plane at a time. Planes must be contiguous (any N and
+C strides are fine); an input whose planes are not is copied once to C order. Results are
+C-ordered. Work items are the N*C planes; each output element (forward) and each plane of a
+gradient (backward, accumulated in a fixed order within the plane) is computed by one thread,
+so results never depend on the thread count.
+"""
+
+import numbers
+import operator
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+
+from fastdl._ext._common cimport as_float_array, common_typenum, as_typenum, shape_of
+from fastdl._ext._softmax cimport thread_count
+
+cnp.import_array()
+
+cdef extern from "fastdl/pool.h" nogil:
+    ctypedef struct fdl_pool_geom:
+        Py_ssize_t H, W, Ho, Wo, kh, kw, sh, sw, ph, pw
+    void fdl_maxpool_plane_f32(const fdl_pool_geom *g, const float *x, float *y, int64_t *idx)
+    void fdl_maxpool_plane_f64(const fdl_pool_geom *g, const double *x, double *y,
+                               int64_t *idx)
+    void fdl_maxpool22_plane_f32(const fdl_pool_geom *g, const float *x, float *y)
+    void fdl_maxpool22_plane_f64(const fdl_pool_geom *g, const double *x, double *y)
+    void fdl_maxpool_bwd_plane_f32(Py_ssize_t HW, Py_ssize_t HoWo, const float *dy,
+                                   const int64_t *idx, float *dx)
+    void fdl_maxpool_bwd_plane_f64(Py_ssize_t HW, Py_ssize_t HoWo, const double *dy,
+                                   const int64_t *idx, double *dx)
+    void fdl_avgpool_plane_f32(const fdl_pool_geom *g, const float *x, float *y)
+    void fdl_avgpool_plane_f64(const fdl_pool_geom *g, const double *x, double *y)
+    void fdl_avgpool_bwd_plane_f32(const fdl_pool_geom *g, const float *dy, float *dx)
+    void fdl_avgpool_bwd_plane_f64(const fdl_pool_geom *g, const double *dy, double *dx)
+    double fdl_pool_sum_f32(const float *x, Py_ssize_t n)
+    double fdl_pool_sum_f64(const double *x, Py_ssize_t n)
+    void fdl_pool_fill_f32(float *x, Py_ssize_t n, float v)
+    void fdl_pool_fill_f64(double *x, Py_ssize_t n, double v)
+    Py_ssize_t fdl_pool_check_idx(const int64_t *idx, Py_ssize_t n, int64_t hw)
+
+# Kernels keep the GIL below this many elements (releasing it costs more than the work).
+cdef Py_ssize_t GIL_MIN_ELEMENTS = 4096
+
+cdef enum Op:
+    MAX_FWD = 0
+    MAX22_FWD = 1
+    MAX_BWD = 2
+    AVG_FWD = 3
+    AVG_BWD = 4
+    GAP_FWD = 5
+    GAP_BWD = 6
+
+
+ctypedef struct PoolJob:
+    fdl_pool_geom g
+    char *src            # x (forward) or dy (backward), planes contiguous
+    char *dst            # y (forward) or dx (backward), C order
+    int64_t *idx
+    Py_ssize_t C, sn, sc          # src plane p = (n, c) at src + n*sn + c*sc (bytes)
+    Py_ssize_t dplane, iplane     # elements per dst plane, per idx plane
+    double scale
+    bint f32
+    int op
+
+
+cdef void _plane(const PoolJob *j, Py_ssize_t p) noexcept nogil:
+    cdef Py_ssize_t isz = 4 if j.f32 else 8
+    cdef char *s = j.src + (p // j.C) * j.sn + (p % j.C) * j.sc
+    cdef char *d = j.dst + p * j.dplane * isz
+    cdef int64_t *ix = NULL if j.idx == NULL else j.idx + p * j.iplane
+    cdef double v
+    if j.op == MAX_FWD:
+        if j.f32:
+            fdl_maxpool_plane_f32(&j.g, <float *>s, <float *>d, ix)
+        else:
+            fdl_maxpool_plane_f64(&j.g, <double *>s, <double *>d, ix)
+    elif j.op == MAX22_FWD:
+        if j.f32:
+            fdl_maxpool22_plane_f32(&j.g, <float *>s, <float *>d)
+        else:
+            fdl_maxpool22_plane_f64(&j.g, <double *>s, <double *>d)
+    elif j.op == MAX_BWD:
+        if j.f32:
+            fdl_maxpool_bwd_plane_f32(j.dplane, j.iplane, <float *>s, ix, <float *>d)
+        else:
+            fdl_maxpool_bwd_plane_f64(j.dplane, j.iplane, <double *>s, ix, <double *>d)
+    elif j.op == AVG_FWD:
+        if j.f32:
+            fdl_avgpool_plane_f32(&j.g, <float *>s, <float *>d)
+        else:
+            fdl_avgpool_plane_f64(&j.g, <double *>s, <double *>d)
+    elif j.op == AVG_BWD:
+        if j.f32:
+            fdl_avgpool_bwd_plane_f32(&j.g, <float *>s, <float *>d)
+        else:
+            fdl_avgpool_bwd_plane_f64(&j.g, <double *>s, <double *>d)
+    elif j.op == GAP_FWD:
+        # one output per plane (dplane = 1); the plane has H*W elements
+        if j.f32:
+            (<float *>d)[0] = <float>(fdl_pool_sum_f32(<float *>s, j.g.H * j.g.W) * j.scale)
+        else:
+            (<double *>d)[0] = fdl_pool_sum_f64(<double *>s, j.g.H * j.g.W) * j.scale
+    else:
+        # src: dy (N, C) with element strides sn, sc; dst: planes of H*W
+        if j.f32:
+            fdl_pool_fill_f32(<float *>d, j.dplane, <float>((<float *>s)[0] * j.scale))
+        else:
+            fdl_pool_fill_f64(<double *>d, j.dplane, (<double *>s)[0] * j.scale)
+
+
+cdef void _run(const PoolJob *j, Py_ssize_t planes, int nth) noexcept nogil:
+    cdef Py_ssize_t p
+    if nth == 1:
+        for p in range(planes):
+            _plane(j, p)
+    else:
+        for p in prange(planes, schedule='static', num_threads=nth):
+            _plane(j, p)
+
+
+cdef void _go(const PoolJob *j, Py_ssize_t planes, Py_ssize_t elements) noexcept:
+    cdef int nth = thread_count(elements, planes)
+    if elements < GIL_MIN_ELEMENTS:
+        _run(j, planes, nth)
+    else:
+        with nogil:
+            _run(j, planes, nth)
+
+
+# --------------------------------------------------------------------------------------
+# arguments
+
+cdef tuple _pair(object v, str func, str name, Py_ssize_t lo):
+    """An int or a pair of ints, each >= lo, as a 2-tuple."""
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"fastdl.{func}: {name} must be an int or a pair of ints, got {v!r}")
+    try:
+        if isinstance(v, (numbers.Integral, np.integer)):
+            t = (operator.index(v), operator.index(v))
+        else:
+            t = tuple(operator.index(e) for e in v)
+            if any(isinstance(e, (bool, np.bool_)) for e in v):
+                raise TypeError
+    except TypeError:
+        raise TypeError(f"fastdl.{func}: {name} must be an int or a pair of ints, "
+                        f"got {v!r}") from None
+    if len(t) != 2:
+        raise ValueError(f"fastdl.{func}: {name} must be an int or a pair of ints, got {v!r}")
+    if t[0] < lo or t[1] < lo:
+        what = "positive" if lo == 1 else "non-negative"
+        raise ValueError(f"fastdl.{func}: {name} must be {what}, got {v!r}")
+    return t
+
+
+cdef fdl_pool_geom _geometry(tuple xshape, object kernel_size, object stride, object padding,
+                             str func) except *:
+    """Window geometry for an (N, C, H, W) input, validated as PyTorch does."""
+    cdef fdl_pool_geom g
+    k = _pair(kernel_size, func, "kernel_size", 1)
+    s = k if stride is None else _pair(stride, func, "stride", 1)
+    p = _pair(padding, func, "padding", 0)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(f"fastdl.{func}: padding {p} must be at most half of kernel_size "
+                         f"{k}")
+    H, W = xshape[2], xshape[3]
+    if H + 2 * p[0] < k[0] or W + 2 * p[1] < k[1]:
+        raise ValueError(f"fastdl.{func}: kernel_size {k} is larger than the padded input "
+                         f"({H + 2 * p[0]}, {W + 2 * p[1]}) (x has shape {xshape}, padding "
+                         f"{p})")
+    g.H, g.W = H, W
+    g.kh, g.kw = k
+    g.sh, g.sw = s
+    g.ph, g.pw = p
+    g.Ho = (H + 2 * p[0] - k[0]) // s[0] + 1
+    g.Wo = (W + 2 * p[1] - k[1]) // s[1] + 1
+    return g
+
+
+cdef cnp.ndarray _nchw(object x, str func, str name):
+    cdef cnp.ndarray X = as_float_array(x, func, name)
+    if cnp.PyArray_NDIM(X) != 4:
+        raise ValueError(f"fastdl.{func}: {name} must have shape (N, C, H, W), got shape "
+                         f"{shape_of(X)}")
+    return X
+
+
+cdef cnp.ndarray _planes(cnp.ndarray X):
+    """X itself when each (H, W) plane is contiguous, else a C-ordered copy."""
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
+    cdef Py_ssize_t H = cnp.PyArray_DIMS(X)[2], W = cnp.PyArray_DIMS(X)[3]
+    cdef Py_ssize_t sh = cnp.PyArray_STRIDES(X)[2], sw = cnp.PyArray_STRIDES(X)[3]
+    if (W == 1 or sw == isz) and (H == 1 or sh == W * isz) and cnp.PyArray_ISALIGNED(X):
+        return X
+    return np.ascontiguousarray(X)
+
+
+cdef void _set_src(PoolJob *j, cnp.ndarray A):
+    j.src = <char *>cnp.PyArray_DATA(A)
+    j.C = cnp.PyArray_DIMS(A)[1]
+    j.sn = cnp.PyArray_STRIDES(A)[0]
+    j.sc = cnp.PyArray_STRIDES(A)[1]
+
+
+cdef object _dt(int typenum):
+    return np.float32 if typenum == cnp.NPY_FLOAT else np.float64
+
+
+cdef tuple _out_shape(tuple xshape, const fdl_pool_geom *g):
+    return (xshape[0], xshape[1], g.Ho, g.Wo)
+
+
+cdef cnp.ndarray _dy(object dy, cnp.ndarray X, tuple expected, str func):
+    cdef cnp.ndarray DY = _nchw(dy, func, "dy")
+    if shape_of(DY) != expected:
+        raise ValueError(f"fastdl.{func}: dy has shape {shape_of(DY)}, expected {expected} "
+                         f"(the pooled shape of x with shape {shape_of(X)})")
+    return DY
+
+
+# --------------------------------------------------------------------------------------
+# entry points
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
+    """2-D max pooling of ``x`` (N, C, H, W): ``y[n, c, i, j]`` is the maximum of the window
+    at ``(i*sh - ph, j*sw - pw)`` of size ``kernel_size`` (padding is -inf, so it never wins).
+
+    ``kernel_size``, ``stride`` (default: ``kernel_size``), ``padding``: an int or a pair.
+    NaN wins, as in PyTorch. ``return_indices=True`` returns ``(y, idx)``, idx (int64, y's
+    shape) the flat ``h * W + w`` offset of each maximum within its (H, W) plane, as
+    PyTorch's (the last NaN of a window, or the first maximum).
+
+    ``ValueError`` for x not 4-D, a non-positive kernel_size or stride, a negative padding
+    or one above half the kernel, a kernel larger than the padded input; ``TypeError`` for
+    non-integer sizes or a non-float dtype.
+    """
+    cdef str func = "max_pool2d"
+    cdef cnp.ndarray X = _nchw(x, func, "x")
+    cdef PoolJob j
+    j.g = _geometry(shape_of(X), kernel_size, stride, padding, func)
+    cdef tuple oshape = _out_shape(shape_of(X), &j.g)
+    cdef cnp.ndarray Y = np.empty(oshape, X.dtype)
+    cdef cnp.ndarray I = np.empty(oshape, np.int64) if return_indices else None
+    X = _planes(X)
+    _set_src(&j, X)
+    j.dst = <char *>cnp.PyArray_DATA(Y)
+    j.idx = NULL if I is None else <int64_t *>cnp.PyArray_DATA(I)
+    j.dplane = j.g.Ho * j.g.Wo
+    j.iplane = j.dplane
+    j.f32 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT
+    j.op = MAX_FWD
+    if (I is None and j.g.kh == 2 and j.g.kw == 2 and j.g.sh == 2 and j.g.sw == 2
+            and j.g.ph == 0 and j.g.pw == 0):
+        j.op = MAX22_FWD
+    _go(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(X))
+    if return_indices:
+        return Y, I
+    return Y
+
+
+def max_pool2d_backward(dy, x, idx, kernel_size, stride=None, padding=0):
+    """Gradient of ``max_pool2d``: ``dx`` of x's shape, each ``dy`` added at the position
+    ``idx`` (from ``max_pool2d(..., return_indices=True)``) names in its plane; overlapping
+    windows accumulate.
+
+    ``idx`` must be an integer array of dy's shape with values in ``[0, H*W)``: ``TypeError``
+    for another dtype, ``ValueError`` for a wrong shape or an index out of range (checked
+    before anything is written: nothing is ever read or written out of bounds). dy must have
+    the pooled shape of x (``ValueError`` naming both otherwise).
+    """
+    cdef str func = "max_pool2d_backward"
+    cdef cnp.ndarray X = _nchw(x, func, "x")
+    cdef PoolJob j
+    j.g = _geometry(shape_of(X), kernel_size, stride, padding, func)
+    cdef tuple oshape = _out_shape(shape_of(X), &j.g)
+    cdef cnp.ndarray DY = _dy(dy, X, oshape, func)
+    cdef cnp.ndarray I
+    if not isinstance(idx, cnp.ndarray):
+        idx = np.asarray(idx)
+    I = <cnp.ndarray>idx
+    if not cnp.PyArray_ISINTEGER(I):
+        raise TypeError(f"fastdl.{func}: idx must be an integer array, got dtype {I.dtype}")
+    if shape_of(I) != oshape:
+        raise ValueError(f"fastdl.{func}: idx has shape {shape_of(I)}, expected {oshape} "
+                         f"(dy's shape)")
+    cdef Py_ssize_t HW = j.g.H * j.g.W
+    if cnp.PyArray_TYPE(I) == cnp.NPY_UINT64:
+        if I.size and I.max() >= <unsigned long long>HW:
+            raise ValueError(f"fastdl.{func}: idx holds {I.max()}, outside [0, {HW}) (H*W of "
+                             f"x with shape {shape_of(X)})")
+    I = np.ascontiguousarray(I, dtype=np.int64)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(I), bad
+    with nogil:
+        bad = fdl_pool_check_idx(<int64_t *>cnp.PyArray_DATA(I), n, HW)
+    if bad >= 0:
+        raise ValueError(f"fastdl.{func}: idx holds {I.reshape(-1)[bad]} at flat position "
+                         f"{bad}, outside [0, {HW}) (H*W of x with shape {shape_of(X)})")
+    cdef int typenum = common_typenum(DY, X)
+    DY = np.ascontiguousarray(as_typenum(DY, typenum))
+    cdef cnp.ndarray DX = np.empty(shape_of(X), _dt(typenum))
+    _set_src(&j, DY)
+    j.dst = <char *>cnp.PyArray_DATA(DX)
+    j.idx = <int64_t *>cnp.PyArray_DATA(I)
+    j.dplane = HW
+    j.iplane = j.g.Ho * j.g.Wo
+    j.f32 = typenum == cnp.NPY_FLOAT
+    j.op = MAX_BWD
+    _go(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(DX))
+    return DX
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """2-D average pooling of ``x`` (N, C, H, W): each window's sum divided by
+    ``kh * kw``, zero padding counted (PyTorch's default ``count_include_pad=True``).
+    Arguments and errors as ``max_pool2d``.
+    """
+    cdef str func = "avg_pool2d"
+    cdef cnp.ndarray X = _nchw(x, func, "x")
+    cdef PoolJob j
+    j.g = _geometry(shape_of(X), kernel_size, stride, padding, func)
+    cdef tuple oshape = _out_shape(shape_of(X), &j.g)
+    cdef cnp.ndarray Y = np.empty(oshape, X.dtype)
+    X = _planes(X)
+    _set_src(&j, X)
+    j.dst = <char *>cnp.PyArray_DATA(Y)
+    j.idx = NULL
+    j.dplane = j.g.Ho * j.g.Wo
+    j.f32 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT
+    j.op = AVG_FWD
+    _go(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(X))
+    return Y
+
+
+def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """Gradient of ``avg_pool2d``: ``dx`` of x's shape, ``dy / (kh * kw)`` added over each
+    window (overlapping windows accumulate). dy must have the pooled shape of x.
+    """
+    cdef str func = "avg_pool2d_backward"
+    cdef cnp.ndarray X = _nchw(x, func, "x")
+    cdef PoolJob j
+    j.g = _geometry(shape_of(X), kernel_size, stride, padding, func)
+    cdef tuple oshape = _out_shape(shape_of(X), &j.g)
+    cdef cnp.ndarray DY = _dy(dy, X, oshape, func)
+    cdef int typenum = common_typenum(DY, X)
+    DY = _planes(as_typenum(DY, typenum))
+    cdef cnp.ndarray DX = np.empty(shape_of(X), _dt(typenum))
+    _set_src(&j, DY)
+    j.dst = <char *>cnp.PyArray_DATA(DX)
+    j.idx = NULL
+    j.dplane = j.g.H * j.g.W
+    j.f32 = typenum == cnp.NPY_FLOAT
+    j.op = AVG_BWD
+    _go(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(DX))
+    return DX
+
+
+def global_avg_pool2d(x):
+    """Mean of each (H, W) plane of ``x`` (N, C, H, W) → ``(N, C)``. Planes of no elements
+    give NaN (the mean of nothing, as NumPy)."""
+    cdef str func = "global_avg_pool2d"
+    cdef cnp.ndarray X = _planes(_nchw(x, func, "x"))
+    cdef tuple xs = shape_of(X)
+    cdef cnp.ndarray Y = np.empty(xs[:2], X.dtype)
+    cdef PoolJob j
+    if xs[2] * xs[3] == 0:
+        Y.fill(np.nan)
+        return Y
+    j.g.H, j.g.W = xs[2], xs[3]
+    _set_src(&j, X)
+    j.dst = <char *>cnp.PyArray_DATA(Y)
+    j.idx = NULL
+    j.dplane = 1
+    j.scale = 1.0 / (xs[2] * xs[3])
+    j.f32 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT
+    j.op = GAP_FWD
+    _go(&j, xs[0] * xs[1], cnp.PyArray_SIZE(X))
+    return Y
+
+
+def global_avg_pool2d_backward(dy, x_shape_or_x):
+    """Gradient of ``global_avg_pool2d``: ``dx[n, c, h, w] = dy[n, c] / (H * W)``.
+
+    ``dy`` is ``(N, C)``; the second argument is x itself or its shape ``(N, C, H, W)``
+    (only the shape is needed; with an array, its dtype joins the promotion).
+    ``ValueError`` when dy is not ``(N, C)`` of that shape.
+    """
+    cdef str func = "global_avg_pool2d_backward"
+    cdef cnp.ndarray DY = as_float_array(dy, func, "dy")
+    cdef int typenum = cnp.PyArray_TYPE(DY)
+    cdef cnp.ndarray X
+    if isinstance(x_shape_or_x, tuple) and all(
+            isinstance(v, (numbers.Integral, np.integer)) for v in x_shape_or_x):
+        xs = tuple(operator.index(v) for v in x_shape_or_x)
+        if len(xs) != 4 or any(v < 0 for v in xs):
+            raise ValueError(f"fastdl.{func}: x_shape must be a shape (N, C, H, W), got {xs}")
+    else:
+        X = _nchw(x_shape_or_x, func, "x")
+        xs = shape_of(X)
+        typenum = common_typenum(DY, X)
+    if shape_of(DY) != xs[:2]:
+        raise ValueError(f"fastdl.{func}: dy has shape {shape_of(DY)}, expected {xs[:2]} "
+                         f"(x has shape {xs})")
+    DY = as_typenum(DY, typenum)
+    cdef cnp.ndarray DX = np.empty(xs, _dt(typenum))
+    cdef PoolJob j
+    if cnp.PyArray_SIZE(DX) == 0:
+        return DX
+    j.g.H, j.g.W = xs[2], xs[3]
+    _set_src(&j, DY[:, :, None, None])
+    j.dst = <char *>cnp.PyArray_DATA(DX)
+    j.idx = NULL
+    j.dplane = xs[2] * xs[3]
+    j.scale = 1.0 / (xs[2] * xs[3])
+    j.f32 = typenum == cnp.NPY_FLOAT
+    j.op = GAP_BWD
+    _go(&j, xs[0] * xs[1], cnp.PyArray_SIZE(DX))
+    return DX
