@@ -1,0 +1,223 @@
+/*
+ * Inner loops of conv2d (_conv.pyx): the lowering to GEMM (im2col rows and their col2im
+ * scatter-add) and the direct kernels of depthwise / small-group convolutions.
+ *
+ * Geometry shared by every loop: input plane H x W, output Ho x Wo, kernel tap (i, j) reads
+ * input row h = oh * sh - pt + i * dh and column w = ow * sw - pl + j * dw; anything outside
+ * [0, H) x [0, W) is zero padding (bottom/right padding is implied by Ho, Wo). For a tap, the
+ * output columns that land inside the plane form one contiguous range [lo, hi), computed once
+ * per tap, so the loops over ow have no bounds test and vectorise.
+ *
+ * Every output element is a sum in an order fixed by the shape (taps in (c, i, j) order),
+ * whichever thread computes it: results never depend on the thread count.
+ */
+#ifndef FASTDL_CONV_H
+#define FASTDL_CONV_H
+
+#include <stddef.h>
+#include <string.h>
+#include "config.h"
+
+typedef struct {
+    ptrdiff_t H, W, Ho, Wo;
+    ptrdiff_t kh, kw, sh, sw, pt, pl, dh, dw;
+} fdl_conv_geom;
+
+/* Output columns [lo, hi) whose tap j lands inside the input row. */
+static inline void fdl_conv_range(ptrdiff_t n_out, ptrdiff_t n_in, ptrdiff_t s, ptrdiff_t off,
+                                  ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    /* in = o * s + off must satisfy 0 <= in < n_in */
+    ptrdiff_t a = off >= 0 ? 0 : (-off + s - 1) / s;
+    ptrdiff_t b = n_in - off <= 0 ? 0 : (n_in - off - 1) / s + 1;
+    if (a > n_out) a = n_out;
+    if (b > n_out) b = n_out;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+#define FDL_DEFINE_CONV(T, SFX, ACC)                                                            \
+/* One row of the lowered matrix: tap (i, j) of one input plane for output rows [oh0, oh1).  \
+   The plane may have any element strides (sy, sx); dst is contiguous. */                       \
+FDL_DISPATCH static void fdl_im2col_row_##SFX(const T *x, ptrdiff_t sy, ptrdiff_t sx,           \
+        const fdl_conv_geom *g, ptrdiff_t i, ptrdiff_t j, ptrdiff_t oh0, ptrdiff_t oh1,          \
+        T *FDL_RESTRICT dst)                                                                     \
+{                                                                                                \
+    ptrdiff_t Wo = g->Wo, lo, hi, oh, ow;                                                        \
+    ptrdiff_t off = j * g->dw - g->pl;                                                           \
+    fdl_conv_range(Wo, g->W, g->sw, off, &lo, &hi);                                              \
+    for (oh = oh0; oh < oh1; oh++, dst += Wo) {                                                  \
+        ptrdiff_t h = oh * g->sh - g->pt + i * g->dh;                                            \
+        if (h < 0 || h >= g->H || lo >= hi) {                                                    \
+            memset(dst, 0, (size_t)Wo * sizeof(T));                                              \
+            continue;                                                                            \
+        }                                                                                        \
+        const T *src = x + h * sy;                                                               \
+        if (lo > 0) memset(dst, 0, (size_t)lo * sizeof(T));                                      \
+        if (sx == 1 && g->sw == 1) {                                                             \
+            memcpy(dst + lo, src + lo + off, (size_t)(hi - lo) * sizeof(T));                     \
+        } else {                                                                                 \
+            ptrdiff_t step = g->sw * sx;                                                         \
+            const T *p = src + off * sx;                                                         \
+            for (ow = lo; ow < hi; ow++) dst[ow] = p[ow * step];                                 \
+        }                                                                                        \
+        if (hi < Wo) memset(dst + hi, 0, (size_t)(Wo - hi) * sizeof(T));                         \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* The adjoint of fdl_im2col_row: add one lowered row back into a C-contiguous plane. */        \
+FDL_DISPATCH static void fdl_col2im_row_##SFX(T *FDL_RESTRICT dx, const fdl_conv_geom *g,       \
+        ptrdiff_t i, ptrdiff_t j, ptrdiff_t oh0, ptrdiff_t oh1, const T *FDL_RESTRICT src)       \
+{                                                                                                \
+    ptrdiff_t Wo = g->Wo, W = g->W, lo, hi, oh, ow;                                              \
+    ptrdiff_t off = j * g->dw - g->pl;                                                           \
+    fdl_conv_range(Wo, W, g->sw, off, &lo, &hi);                                                 \
+    if (lo >= hi) return;                                                                        \
+    for (oh = oh0; oh < oh1; oh++, src += Wo) {                                                  \
+        ptrdiff_t h = oh * g->sh - g->pt + i * g->dh;                                            \
+        if (h < 0 || h >= g->H) continue;                                                        \
+        T *row = dx + h * W + off;                                                               \
+        if (g->sw == 1) {                                                                        \
+            for (ow = lo; ow < hi; ow++) row[ow] += src[ow];                                     \
+        } else {                                                                                 \
+            ptrdiff_t s = g->sw;                                                                 \
+            for (ow = lo; ow < hi; ow++) row[ow * s] += src[ow];                                 \
+        }                                                                                        \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* Direct convolution of one output plane from the cg input planes of its group               \
+   (C-contiguous H x W each): y = bias + sum over (c, i, j) of w[c, i, j] * shifted x.         \
+   The output row stays in L1 while every tap adds into it. */                                   \
+FDL_DISPATCH static void fdl_direct_plane_##SFX(const T *FDL_RESTRICT x, ptrdiff_t cg,          \
+        const T *FDL_RESTRICT w, T bias, const fdl_conv_geom *g, T *FDL_RESTRICT y)              \
+{                                                                                                \
+    ptrdiff_t H = g->H, W = g->W, Wo = g->Wo, oh, ow, c, i, j, lo, hi;                           \
+    ptrdiff_t s = g->sw;                                                                         \
+    for (oh = 0; oh < g->Ho; oh++) {                                                             \
+        T *row = y + oh * Wo;                                                                    \
+        for (ow = 0; ow < Wo; ow++) row[ow] = bias;                                              \
+        for (c = 0; c < cg; c++) {                                                               \
+            for (i = 0; i < g->kh; i++) {                                                        \
+                ptrdiff_t h = oh * g->sh - g->pt + i * g->dh;                                    \
+                if (h < 0 || h >= H) continue;                                                   \
+                const T *xr = x + (c * H + h) * W;                                               \
+                const T *wr = w + (c * g->kh + i) * g->kw;                                       \
+                for (j = 0; j < g->kw; j++) {                                                    \
+                    ptrdiff_t off = j * g->dw - g->pl;                                           \
+                    T wv = wr[j];                                                                \
+                    fdl_conv_range(Wo, W, s, off, &lo, &hi);                                     \
+                    const T *p = xr + off;                                                       \
+                    if (s == 1) {                                                                \
+                        for (ow = lo; ow < hi; ow++) row[ow] += wv * p[ow];                      \
+                    } else {                                                                     \
+                        for (ow = lo; ow < hi; ow++) row[ow] += wv * p[ow * s];                  \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* dx of one input plane (C-contiguous, zeroed by the caller) of a direct convolution: the     \
+   og output planes of its group (dy, C-contiguous Ho x Wo each), weight of output ocl for     \
+   this channel at w + ocl * wstride. */                                                         \
+FDL_DISPATCH static void fdl_direct_dx_plane_##SFX(T *FDL_RESTRICT dx,                          \
+        const T *FDL_RESTRICT dy, ptrdiff_t og, const T *FDL_RESTRICT w, ptrdiff_t wstride,      \
+        const fdl_conv_geom *g)                                                                  \
+{                                                                                                \
+    ptrdiff_t H = g->H, W = g->W, Wo = g->Wo, HWo = g->Ho * g->Wo, oh, ow, o, i, j, lo, hi;      \
+    ptrdiff_t s = g->sw;                                                                         \
+    for (o = 0; o < og; o++) {                                                                   \
+        const T *wo = w + o * wstride;                                                           \
+        for (oh = 0; oh < g->Ho; oh++) {                                                         \
+            const T *dr = dy + o * HWo + oh * Wo;                                                \
+            for (i = 0; i < g->kh; i++) {                                                        \
+                ptrdiff_t h = oh * g->sh - g->pt + i * g->dh;                                    \
+                if (h < 0 || h >= H) continue;                                                   \
+                T *xr = dx + h * W;                                                              \
+                for (j = 0; j < g->kw; j++) {                                                    \
+                    ptrdiff_t off = j * g->dw - g->pl;                                           \
+                    T wv = wo[i * g->kw + j];                                                    \
+                    fdl_conv_range(Wo, W, s, off, &lo, &hi);                                     \
+                    T *p = xr + off;                                                             \
+                    if (s == 1) {                                                                \
+                        for (ow = lo; ow < hi; ow++) p[ow] += wv * dr[ow];                       \
+                    } else {                                                                     \
+                        for (ow = lo; ow < hi; ow++) p[ow * s] += wv * dr[ow];                   \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* 16 lane accumulators in ACC: a fixed summation order that still vectorises (a plain       \
+   scalar reduction would not, without reassociation). */                                       \
+static inline ACC fdl_conv_dot_##SFX(const T *FDL_RESTRICT a, const T *FDL_RESTRICT b,          \
+                                     ptrdiff_t sb, ptrdiff_t n)                                  \
+{                                                                                                \
+    ACC lane[16] = {0};                                                                          \
+    ptrdiff_t k = 0, l;                                                                          \
+    if (sb == 1) {                                                                               \
+        for (; k + 16 <= n; k += 16)                                                             \
+            for (l = 0; l < 16; l++) lane[l] += (ACC)a[k + l] * (ACC)b[k + l];                   \
+    } else {                                                                                     \
+        for (; k + 16 <= n; k += 16)                                                             \
+            for (l = 0; l < 16; l++) lane[l] += (ACC)a[k + l] * (ACC)b[(k + l) * sb];            \
+    }                                                                                            \
+    for (l = 0; k < n; k++, l++) lane[l] += (ACC)a[k] * (ACC)b[k * sb];                          \
+    for (l = 8; l >= 1; l /= 2) {                                                                \
+        ptrdiff_t q;                                                                             \
+        for (q = 0; q < l; q++) lane[q] += lane[q + l];                                          \
+    }                                                                                            \
+    return lane[0];                                                                              \
+}                                                                                                \
+                                                                                                 \
+/* Weight gradient of one output plane of a direct convolution, one image: acc[c, i, j] +=    \
+   sum over (oh, ow) of dy[oh, ow] * x[c, h, w]. */                                              \
+FDL_DISPATCH static void fdl_direct_dw_plane_##SFX(const T *FDL_RESTRICT x, ptrdiff_t cg,       \
+        const T *FDL_RESTRICT dy, const fdl_conv_geom *g, ACC *FDL_RESTRICT acc)                 \
+{                                                                                                \
+    ptrdiff_t H = g->H, W = g->W, Wo = g->Wo, oh, c, i, j, lo, hi;                               \
+    ptrdiff_t s = g->sw;                                                                         \
+    for (c = 0; c < cg; c++) {                                                                   \
+        for (i = 0; i < g->kh; i++) {                                                            \
+            for (j = 0; j < g->kw; j++) {                                                        \
+                ptrdiff_t off = j * g->dw - g->pl;                                               \
+                ACC sum = 0;                                                                     \
+                fdl_conv_range(Wo, W, s, off, &lo, &hi);                                         \
+                if (lo < hi) {                                                                   \
+                    for (oh = 0; oh < g->Ho; oh++) {                                             \
+                        ptrdiff_t h = oh * g->sh - g->pt + i * g->dh;                            \
+                        if (h < 0 || h >= H) continue;                                           \
+                        const T *xr = x + (c * H + h) * W + off;                                 \
+                        sum += fdl_conv_dot_##SFX(dy + oh * Wo + lo, xr + lo * s, s, hi - lo);   \
+                    }                                                                            \
+                }                                                                                \
+                acc[(c * g->kh + i) * g->kw + j] += sum;                                         \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* Sum of a contiguous block in ACC, 16 lanes (the bias gradient of one (n, o) plane). */       \
+FDL_DISPATCH static ACC fdl_conv_sum_##SFX(const T *FDL_RESTRICT x, ptrdiff_t n)                \
+{                                                                                                \
+    ACC lane[16] = {0};                                                                          \
+    ptrdiff_t k = 0, l;                                                                          \
+    for (; k + 16 <= n; k += 16)                                                                 \
+        for (l = 0; l < 16; l++) lane[l] += (ACC)x[k + l];                                       \
+    for (l = 0; k < n; k++, l++) lane[l] += (ACC)x[k];                                           \
+    for (l = 8; l >= 1; l /= 2) {                                                                \
+        ptrdiff_t q;                                                                             \
+        for (q = 0; q < l; q++) lane[q] += lane[q + l];                                          \
+    }                                                                                            \
+    return lane[0];                                                                              \
+}
+
+FDL_DEFINE_CONV(float, f32, double)
+FDL_DEFINE_CONV(double, f64, double)
+
+#endif

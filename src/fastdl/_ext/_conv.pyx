@@ -1,0 +1,933 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""conv2d and conv2d_backward (NCHW, PyTorch's cross-correlation), three ways:
+
+* pointwise (1x1, stride 1, no padding): per image Y[n] (O x HW) = W (O x C) @ X[n] (C x HW),
+  read in place by BLAS, no lowering copy;
+* lowered (im2col): a chunk of images (or of output rows of one image) is lowered into a
+  bounded buffer ``cols`` (K x chunk columns, K = C*kh*kw in (c, i, j) order, the columns of
+  the chunk's images side by side) and multiplied by W, one GEMM per (image, group) through
+  ``_blas.gemm_batched``, which spreads those GEMMs (or tiles of one) over the threads with
+  single-threaded BLAS. The backward reuses the layout: dW += dY_chunk (O x cols) @ colsᵀ is
+  one GEMM with the chunk's columns as its inner dimension, dcols = Wᵀ @ dY_chunk overwrites
+  the buffer, and col2im adds it back into dx, one thread per (image, channel) plane;
+* direct (groups > 1 with few channels per group, depthwise above all): one output plane per
+  work item, vectorised over the output width, no GEMM (conv.h).
+
+Memory: the buffer never exceeds ``get_workspace_limit()`` bytes (64 MiB by default, set with
+``set_workspace_limit``), except that one lowered output row (K x Wo) is the smallest piece.
+Chunks aim at ``_chunk_target`` bytes (smaller, so that the buffer stays in the L3 cache
+between lowering and GEMM).
+
+Determinism: the chunk plan and every GEMM's tile grid depend on the shape (and the machine's
+processor count) only; dW accumulates chunk after chunk in order; db and the direct kernels
+sum in an order fixed by the shape. Results are bitwise identical for any thread count.
+"""
+
+import math
+import operator
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+
+from fastdl._ext._blas cimport Mat, DT_FLOAT32, gemm_batched, check_blas_dims
+from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum, dtype_code,
+                                  current_threads, shape_of)
+
+cdef extern from "fastdl/threads.h" nogil:
+    int fdl_omp_num_procs()
+
+cdef extern from "fastdl/conv.h" nogil:
+    ctypedef struct fdl_conv_geom:
+        Py_ssize_t H, W, Ho, Wo
+        Py_ssize_t kh, kw, sh, sw, pt, pl, dh, dw
+    void fdl_im2col_row_f32(const float *x, Py_ssize_t sy, Py_ssize_t sx,
+                            const fdl_conv_geom *g, Py_ssize_t i, Py_ssize_t j,
+                            Py_ssize_t oh0, Py_ssize_t oh1, float *dst)
+    void fdl_im2col_row_f64(const double *x, Py_ssize_t sy, Py_ssize_t sx,
+                            const fdl_conv_geom *g, Py_ssize_t i, Py_ssize_t j,
+                            Py_ssize_t oh0, Py_ssize_t oh1, double *dst)
+    void fdl_col2im_row_f32(float *dx, const fdl_conv_geom *g, Py_ssize_t i, Py_ssize_t j,
+                            Py_ssize_t oh0, Py_ssize_t oh1, const float *src)
+    void fdl_col2im_row_f64(double *dx, const fdl_conv_geom *g, Py_ssize_t i, Py_ssize_t j,
+                            Py_ssize_t oh0, Py_ssize_t oh1, const double *src)
+    void fdl_direct_plane_f32(const float *x, Py_ssize_t cg, const float *w, float bias,
+                              const fdl_conv_geom *g, float *y)
+    void fdl_direct_plane_f64(const double *x, Py_ssize_t cg, const double *w, double bias,
+                              const fdl_conv_geom *g, double *y)
+    void fdl_direct_dx_plane_f32(float *dx, const float *dy, Py_ssize_t og, const float *w,
+                                 Py_ssize_t wstride, const fdl_conv_geom *g)
+    void fdl_direct_dx_plane_f64(double *dx, const double *dy, Py_ssize_t og, const double *w,
+                                 Py_ssize_t wstride, const fdl_conv_geom *g)
+    void fdl_direct_dw_plane_f32(const float *x, Py_ssize_t cg, const float *dy,
+                                 const fdl_conv_geom *g, double *acc)
+    void fdl_direct_dw_plane_f64(const double *x, Py_ssize_t cg, const double *dy,
+                                 const fdl_conv_geom *g, double *acc)
+    double fdl_conv_sum_f32(const float *x, Py_ssize_t n)
+    double fdl_conv_sum_f64(const double *x, Py_ssize_t n)
+
+cnp.import_array()
+
+# Below this many elements a memory-bound loop runs on one thread, with no OpenMP region.
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 32768
+# Below this many multiply-adds the GIL is kept (releasing it costs more than the work).
+cdef double NOGIL_MIN_WORK = 65536.0
+
+# The lowering buffer's hard cap (bytes), and the chunk size aimed at for speed.
+cdef Py_ssize_t _workspace_limit = 64 * 1024 * 1024
+cdef Py_ssize_t _chunk_target = 8 * 1024 * 1024
+# Grouped convolutions with at most this many input channels per group run the direct kernel.
+cdef Py_ssize_t _direct_max_cg = 8
+
+
+def get_workspace_limit():
+    """Bytes the lowering buffer of conv2d / conv2d_backward may take at most."""
+    return _workspace_limit
+
+
+def set_workspace_limit(Py_ssize_t nbytes):
+    """Cap the lowering buffer at `nbytes` (at least 1); returns the previous cap.
+
+    Work is cut into chunks of images, or of output rows of one image, so that the buffer
+    stays under the cap; the smallest piece is one output row of one image (K x Wo elements).
+    """
+    global _workspace_limit
+    if nbytes < 1:
+        raise ValueError(f"fastdl.conv2d: the workspace limit must be >= 1 byte, got {nbytes}")
+    previous = _workspace_limit
+    _workspace_limit = nbytes
+    return previous
+
+
+def _set_chunk_target(Py_ssize_t nbytes):
+    """Tuning hook: the chunk size aimed at (bytes, under the cap); returns the previous."""
+    global _chunk_target
+    previous = _chunk_target
+    _chunk_target = max(1, nbytes)
+    return previous
+
+
+def _set_direct_max_channels(Py_ssize_t cg):
+    """Tuning/testing hook: grouped convs with at most `cg` channels per group run direct
+    (0: never); returns the previous value."""
+    global _direct_max_cg
+    previous = _direct_max_cg
+    _direct_max_cg = cg
+    return previous
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+
+cdef Py_ssize_t _hyper_int(object v, str func, str name, Py_ssize_t minimum) except? -1:
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"fastdl.{func}: {name} must be an int or a pair of ints, got {v!r}")
+    if isinstance(v, (float, np.floating)):
+        raise ValueError(f"fastdl.{func}: {name} must be an int or a pair of ints, got {v!r}")
+    try:
+        n = operator.index(v)
+    except TypeError:
+        raise TypeError(f"fastdl.{func}: {name} must be an int or a pair of ints, got "
+                        f"{type(v).__name__}") from None
+    if n < minimum:
+        what = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"fastdl.{func}: {name} must be {what}, got {n}")
+    return n
+
+
+cdef tuple _pair(object v, str func, str name, Py_ssize_t minimum):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"fastdl.{func}: {name} must be an int or a pair of ints, got "
+                             f"{v!r}")
+        return (_hyper_int(v[0], func, name, minimum), _hyper_int(v[1], func, name, minimum))
+    n = _hyper_int(v, func, name, minimum)
+    return (n, n)
+
+
+cdef class _Geometry:
+    """Everything one convolution call needs to know, validated once."""
+    cdef fdl_conv_geom g
+    cdef Py_ssize_t N, C, O, groups, Cg, Og, Kg, K, HWo
+    cdef int typenum
+
+
+cdef cnp.ndarray _aligned_c(cnp.ndarray a):
+    """a itself if C-contiguous and aligned, else a C-ordered copy (NumPy keeps alignment)."""
+    if cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a):
+        return a
+    return np.array(a, order="C", copy=True)
+
+
+cdef _Geometry _geometry(cnp.ndarray X, cnp.ndarray W, object stride, object padding,
+                         object dilation, object groups, str func):
+    cdef _Geometry geo = _Geometry()
+    if cnp.PyArray_NDIM(X) != 4:
+        raise ValueError(f"fastdl.{func}: x must be 4-D (N, C, H, W), got shape {shape_of(X)}")
+    if cnp.PyArray_NDIM(W) != 4:
+        raise ValueError(f"fastdl.{func}: w must be 4-D (out_channels, in_channels/groups, kh, "
+                         f"kw), got shape {shape_of(W)}")
+    if isinstance(groups, (bool, np.bool_, float, np.floating)):
+        raise ValueError(f"fastdl.{func}: groups must be a positive int, got {groups!r}")
+    try:
+        ngroups = operator.index(groups)
+    except TypeError:
+        raise TypeError(f"fastdl.{func}: groups must be a positive int, got "
+                        f"{type(groups).__name__}") from None
+    if ngroups < 1:
+        raise ValueError(f"fastdl.{func}: groups must be positive, got {ngroups}")
+    cdef Py_ssize_t N = X.shape[0], C = X.shape[1], H = X.shape[2], Wd = X.shape[3]
+    cdef Py_ssize_t O = W.shape[0], kh = W.shape[2], kw = W.shape[3]
+    if C % ngroups != 0 or O % ngroups != 0:
+        raise ValueError(f"fastdl.{func}: in_channels ({C}, x of shape {shape_of(X)}) and "
+                         f"out_channels ({O}, w of shape {shape_of(W)}) must both be divisible "
+                         f"by groups ({ngroups})")
+    if W.shape[1] != C // ngroups:
+        raise ValueError(f"fastdl.{func}: w of shape {shape_of(W)} must have in_channels/groups "
+                         f"= {C // ngroups} as its dim 1 (x of shape {shape_of(X)}, groups "
+                         f"{ngroups})")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"fastdl.{func}: kernel_size must be positive, got w of shape "
+                         f"{shape_of(W)}")
+    sh, sw = _pair(stride, func, "stride", 1)
+    dh, dw = _pair(dilation, func, "dilation", 1)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pt = pb = pl = pr = 0
+        elif padding == "same":
+            if sh != 1 or sw != 1:
+                raise ValueError(f"fastdl.{func}: padding='same' needs stride 1 (as in "
+                                 f"PyTorch), got stride {(sh, sw)}")
+            # As PyTorch: the odd pixel of an even total goes to the bottom/right.
+            pt = dh * (kh - 1) // 2
+            pb = dh * (kh - 1) - pt
+            pl = dw * (kw - 1) // 2
+            pr = dw * (kw - 1) - pl
+        else:
+            raise ValueError(f"fastdl.{func}: padding must be an int, a pair, 'same' or "
+                             f"'valid', got {padding!r}")
+    else:
+        pt, pl = _pair(padding, func, "padding", 0)
+        pb, pr = pt, pl
+    ekh = dh * (kh - 1) + 1
+    ekw = dw * (kw - 1) + 1
+    if ekh > H + pt + pb or ekw > Wd + pl + pr:
+        raise ValueError(f"fastdl.{func}: the kernel ({kh}x{kw}, dilation {(dh, dw)}, spanning "
+                         f"{ekh}x{ekw}) is larger than the padded input ({H + pt + pb}x"
+                         f"{Wd + pl + pr}; x of shape {shape_of(X)}, padding {(pt, pl)})")
+    geo.g.H = H
+    geo.g.W = Wd
+    geo.g.Ho = (H + pt + pb - ekh) // sh + 1
+    geo.g.Wo = (Wd + pl + pr - ekw) // sw + 1
+    geo.g.kh = kh
+    geo.g.kw = kw
+    geo.g.sh = sh
+    geo.g.sw = sw
+    geo.g.pt = pt
+    geo.g.pl = pl
+    geo.g.dh = dh
+    geo.g.dw = dw
+    geo.N = N
+    geo.C = C
+    geo.O = O
+    geo.groups = ngroups
+    geo.Cg = C // ngroups
+    geo.Og = O // ngroups
+    geo.Kg = geo.Cg * kh * kw
+    geo.K = C * kh * kw
+    geo.HWo = geo.g.Ho * geo.g.Wo
+    return geo
+
+
+cdef inline bint _pointwise(_Geometry geo) noexcept:
+    return (geo.g.kh == 1 and geo.g.kw == 1 and geo.g.sh == 1 and geo.g.sw == 1
+            and geo.g.pt == 0 and geo.g.pl == 0 and geo.g.Ho == geo.g.H and geo.g.Wo == geo.g.W)
+
+
+cdef inline bint _direct(_Geometry geo) noexcept:
+    return geo.groups > 1 and geo.Cg <= _direct_max_cg
+
+
+cdef Py_ssize_t _procs() noexcept:
+    # Work is split by the processor count (rounded up to a power of two), never by the
+    # thread count, so the plan (and the bits) are the same for any set_num_threads.
+    cdef Py_ssize_t t = 1
+    while t < fdl_omp_num_procs():
+        t *= 2
+    return t
+
+
+cdef inline Mat _mat(char *data, Py_ssize_t ld, bint colmajor) noexcept nogil:
+    cdef Mat m
+    m.data = data
+    m.ld = ld if ld > 0 else 1
+    m.colmajor = colmajor
+    return m
+
+
+# --------------------------------------------------------------------------------------
+# The lowered path: chunk plan, im2col/col2im work items
+
+cdef struct Lowered:
+    int dt
+    Py_ssize_t isz
+    fdl_conv_geom g
+    Py_ssize_t N, C, O, groups, Cg, Og, Kg, K, HWo
+    char *x
+    Py_ssize_t sxn, sxc, sxh, sxw     # element strides of x
+    char *dy                          # C-contiguous (backward)
+    char *bias                        # forward, or NULL
+    char *y                           # forward output / backward dx, C-contiguous
+    char *cols
+    char *dyc                         # backward: the chunk's dY side by side (nb > 1)
+    Py_ssize_t nb, R                  # images per chunk, output rows per piece
+
+
+cdef void _plan(Lowered *p, Py_ssize_t per_col_elems) noexcept:
+    """Images per chunk (nb) and output rows per piece (R), from the shape and the caps."""
+    cdef Py_ssize_t col_bytes = per_col_elems * p.isz   # buffer bytes per output position
+    cdef Py_ssize_t image = col_bytes * p.HWo
+    cdef Py_ssize_t target = min(_chunk_target, _workspace_limit)
+    cdef Py_ssize_t procs = _procs()
+    if image <= target:
+        p.R = p.g.Ho
+        p.nb = max(1, min(p.N, target // max(image, 1)))
+        if p.nb >= procs:
+            p.nb -= p.nb % procs   # whole rounds of GEMMs for the threads
+    elif image <= _workspace_limit and p.N < procs:
+        # Few images: one image per chunk keeps one GEMM per group (tiled by gemm_batched).
+        p.nb = 1
+        p.R = p.g.Ho
+    else:
+        p.nb = 1
+        p.R = max(1, min(p.g.Ho, target // max(col_bytes * p.g.Wo, 1)))
+
+
+cdef inline void _im2col_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t oh0,
+                              Py_ssize_t rows, Py_ssize_t ncols, Py_ssize_t it) noexcept nogil:
+    cdef Py_ssize_t khw = p.g.kh * p.g.kw
+    cdef Py_ssize_t b = it // p.K
+    cdef Py_ssize_t r = it - b * p.K
+    cdef Py_ssize_t c = r // khw
+    cdef Py_ssize_t t = r - c * khw
+    cdef Py_ssize_t i = t // p.g.kw
+    cdef Py_ssize_t j = t - i * p.g.kw
+    cdef Py_ssize_t src = ((n0 + b) * p.sxn + c * p.sxc)
+    cdef Py_ssize_t dst = r * ncols + b * rows * p.g.Wo
+    if p.dt == DT_FLOAT32:
+        fdl_im2col_row_f32(<float *>p.x + src, p.sxh, p.sxw, &p.g, i, j, oh0, oh0 + rows,
+                           <float *>p.cols + dst)
+    else:
+        fdl_im2col_row_f64(<double *>p.x + src, p.sxh, p.sxw, &p.g, i, j, oh0, oh0 + rows,
+                           <double *>p.cols + dst)
+
+
+cdef inline void _fill_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t oh0, Py_ssize_t rows,
+                            Py_ssize_t it) noexcept nogil:
+    """Forward: plane part (image, channel) of y starts as the bias (the GEMM adds onto it)."""
+    cdef Py_ssize_t b = it // p.O
+    cdef Py_ssize_t o = it - b * p.O
+    cdef Py_ssize_t start = ((n0 + b) * p.O + o) * p.HWo + oh0 * p.g.Wo
+    cdef Py_ssize_t n = rows * p.g.Wo, k
+    cdef float *f
+    cdef double *d
+    if p.dt == DT_FLOAT32:
+        f = <float *>p.y + start
+        for k in range(n):
+            f[k] = (<float *>p.bias)[o]
+    else:
+        d = <double *>p.y + start
+        for k in range(n):
+            d[k] = (<double *>p.bias)[o]
+
+
+cdef inline void _dy_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t ncols,
+                          Py_ssize_t it) noexcept nogil:
+    """Backward: plane (image b, channel o) of dy into row o of the chunk's dY matrix."""
+    cdef Py_ssize_t b = it // p.O
+    cdef Py_ssize_t o = it - b * p.O
+    cdef Py_ssize_t k
+    cdef Py_ssize_t src = ((n0 + b) * p.O + o) * p.HWo
+    cdef Py_ssize_t dst = o * ncols + b * p.HWo
+    if p.dt == DT_FLOAT32:
+        for k in range(p.HWo):
+            (<float *>p.dyc)[dst + k] = (<float *>p.dy)[src + k]
+    else:
+        for k in range(p.HWo):
+            (<double *>p.dyc)[dst + k] = (<double *>p.dy)[src + k]
+
+
+cdef inline void _col2im_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t oh0,
+                              Py_ssize_t rows, Py_ssize_t ncols, Py_ssize_t it) noexcept nogil:
+    """Backward: add every tap row of channel c of image b back into its dx plane."""
+    cdef Py_ssize_t b = it // p.C
+    cdef Py_ssize_t c = it - b * p.C
+    cdef Py_ssize_t i, j, r
+    cdef Py_ssize_t plane = ((n0 + b) * p.C + c) * p.g.H * p.g.W
+    cdef Py_ssize_t col0 = b * rows * p.g.Wo
+    for i in range(p.g.kh):
+        for j in range(p.g.kw):
+            r = (c * p.g.kh + i) * p.g.kw + j
+            if p.dt == DT_FLOAT32:
+                fdl_col2im_row_f32(<float *>p.y + plane, &p.g, i, j, oh0, oh0 + rows,
+                                   <float *>p.cols + r * ncols + col0)
+            else:
+                fdl_col2im_row_f64(<double *>p.y + plane, &p.g, i, j, oh0, oh0 + rows,
+                                   <double *>p.cols + r * ncols + col0)
+
+
+cdef void _lower(const Lowered *p, Py_ssize_t n0, Py_ssize_t nbc, Py_ssize_t oh0,
+                 Py_ssize_t rows, bint fill_bias, bint copy_dy, int nthreads) noexcept nogil:
+    """Lower a chunk into cols (and fill y with the bias, or copy dY), in parallel."""
+    cdef Py_ssize_t ncols = nbc * rows * p.g.Wo
+    cdef Py_ssize_t n_low = nbc * p.K
+    cdef Py_ssize_t n_extra = nbc * p.O if (fill_bias or copy_dy) else 0
+    cdef Py_ssize_t items = n_low + n_extra, it
+    if (p.K + p.O) * ncols < PARALLEL_MIN_ELEMENTS:
+        nthreads = 1
+    if nthreads <= 1:
+        for it in range(items):
+            if it < n_low:
+                _im2col_item(p, n0, oh0, rows, ncols, it)
+            elif fill_bias:
+                _fill_item(p, n0, oh0, rows, it - n_low)
+            else:
+                _dy_item(p, n0, ncols, it - n_low)
+    else:
+        for it in prange(items, schedule='static', num_threads=nthreads):
+            if it < n_low:
+                _im2col_item(p, n0, oh0, rows, ncols, it)
+            elif fill_bias:
+                _fill_item(p, n0, oh0, rows, it - n_low)
+            else:
+                _dy_item(p, n0, ncols, it - n_low)
+
+
+cdef void _col2im(const Lowered *p, Py_ssize_t n0, Py_ssize_t nbc, Py_ssize_t oh0,
+                  Py_ssize_t rows, int nthreads) noexcept nogil:
+    cdef Py_ssize_t ncols = nbc * rows * p.g.Wo
+    cdef Py_ssize_t items = nbc * p.C, it
+    if p.K * ncols < PARALLEL_MIN_ELEMENTS:
+        nthreads = 1
+    if nthreads <= 1:
+        for it in range(items):
+            _col2im_item(p, n0, oh0, rows, ncols, it)
+    else:
+        for it in prange(items, schedule='static', num_threads=nthreads):
+            _col2im_item(p, n0, oh0, rows, ncols, it)
+
+
+cdef void _forward_lowered(const Lowered *p, const char *w, Py_ssize_t *a_off,
+                           Py_ssize_t *b_off, Py_ssize_t *c_off, int nthreads) noexcept nogil:
+    cdef Py_ssize_t n0, oh0, nbc, rows, ncols, b, g, bi
+    cdef Py_ssize_t isz = p.isz
+    cdef bint has_bias = p.bias != NULL
+    n0 = 0
+    while n0 < p.N:
+        nbc = min(p.nb, p.N - n0)
+        oh0 = 0
+        while oh0 < p.g.Ho:
+            rows = min(p.R, p.g.Ho - oh0)
+            ncols = nbc * rows * p.g.Wo
+            _lower(p, n0, nbc, oh0, rows, has_bias, False, nthreads)
+            for b in range(nbc):
+                for g in range(p.groups):
+                    bi = b * p.groups + g
+                    a_off[bi] = g * p.Og * p.Kg * isz
+                    b_off[bi] = (g * p.Kg * ncols + b * rows * p.g.Wo) * isz
+                    c_off[bi] = (((n0 + b) * p.O + g * p.Og) * p.HWo + oh0 * p.g.Wo) * isz
+            gemm_batched(p.dt, nbc * p.groups, p.Og, rows * p.g.Wo, p.Kg, 1.0,
+                         _mat(<char *>w, p.Kg, False), a_off,
+                         _mat(p.cols, ncols, False), b_off,
+                         1.0 if has_bias else 0.0, _mat(p.y, p.HWo, False), c_off, NULL,
+                         nthreads)
+            oh0 += rows
+        n0 += nbc
+
+
+cdef void _backward_lowered(const Lowered *p, const char *w, char *dw, bint need_dx,
+                            Py_ssize_t *a_off, Py_ssize_t *b_off, Py_ssize_t *c_off,
+                            int nthreads) noexcept nogil:
+    """dW over chunks in order (beta 0 first, then 1), and dX by GEMM + col2im per chunk."""
+    cdef Py_ssize_t n0, oh0, nbc, rows, ncols, g, ld_dy
+    cdef Py_ssize_t isz = p.isz
+    cdef char *dym
+    cdef bint first = True
+    n0 = 0
+    while n0 < p.N:
+        nbc = min(p.nb, p.N - n0)
+        oh0 = 0
+        while oh0 < p.g.Ho:
+            rows = min(p.R, p.g.Ho - oh0)
+            ncols = nbc * rows * p.g.Wo
+            # One image's dY is already an (O x columns) matrix; several are copied side by side.
+            _lower(p, n0, nbc, oh0, rows, False, nbc > 1, nthreads)
+            if nbc > 1:
+                dym = p.dyc
+                ld_dy = ncols
+            else:
+                dym = p.dy + (n0 * p.O * p.HWo + oh0 * p.g.Wo) * isz
+                ld_dy = p.HWo
+            for g in range(p.groups):
+                a_off[g] = g * p.Og * ld_dy * isz
+                b_off[g] = g * p.Kg * ncols * isz
+                c_off[g] = g * p.Og * p.Kg * isz
+            # dW_g += dY_g (Og x ncols) @ cols_gᵀ (ncols x Kg)
+            gemm_batched(p.dt, p.groups, p.Og, p.Kg, ncols, 1.0, _mat(dym, ld_dy, False), a_off,
+                         _mat(p.cols, ncols, True), b_off, 0.0 if first else 1.0,
+                         _mat(dw, p.Kg, False), c_off, NULL, nthreads)
+            first = False
+            if need_dx:
+                for g in range(p.groups):
+                    a_off[g] = g * p.Og * p.Kg * isz
+                    b_off[g] = g * p.Og * ld_dy * isz
+                    c_off[g] = g * p.Kg * ncols * isz
+                # dcols_g (Kg x ncols) = W_gᵀ (Kg x Og) @ dY_g, into the lowering buffer
+                gemm_batched(p.dt, p.groups, p.Kg, ncols, p.Og, 1.0, _mat(<char *>w, p.Kg, True),
+                             a_off, _mat(dym, ld_dy, False), b_off, 0.0,
+                             _mat(p.cols, ncols, False), c_off, NULL, nthreads)
+                _col2im(p, n0, nbc, oh0, rows, nthreads)
+            oh0 += rows
+        n0 += nbc
+
+
+cdef int _init_lowered(Lowered *p, _Geometry geo, cnp.ndarray X) except -1:
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X), d
+    p.dt = dtype_code(X)
+    p.isz = isz
+    p.g = geo.g
+    p.N = geo.N
+    p.C = geo.C
+    p.O = geo.O
+    p.groups = geo.groups
+    p.Cg = geo.Cg
+    p.Og = geo.Og
+    p.Kg = geo.Kg
+    p.K = geo.K
+    p.HWo = geo.HWo
+    p.x = <char *>cnp.PyArray_DATA(X)
+    for d in range(4):
+        if cnp.PyArray_STRIDES(X)[d] % isz != 0:
+            raise RuntimeError("fastdl internal error: x strides are not whole elements")
+    p.sxn = cnp.PyArray_STRIDES(X)[0] // isz
+    p.sxc = cnp.PyArray_STRIDES(X)[1] // isz
+    p.sxh = cnp.PyArray_STRIDES(X)[2] // isz
+    p.sxw = cnp.PyArray_STRIDES(X)[3] // isz
+    p.dy = NULL
+    p.bias = NULL
+    p.y = NULL
+    p.cols = NULL
+    p.dyc = NULL
+    return 0
+
+
+cdef cnp.ndarray _strided_ok(cnp.ndarray X):
+    """X if im2col can read it in place (aligned, whole-element strides), else a C copy."""
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X), d
+    if cnp.PyArray_ISALIGNED(X):
+        for d in range(cnp.PyArray_NDIM(X)):
+            if cnp.PyArray_STRIDES(X)[d] % isz != 0:
+                break
+        else:
+            return X
+    return np.array(X, order="C", copy=True)
+
+
+# --------------------------------------------------------------------------------------
+# The pointwise path (1x1, stride 1, no padding): BLAS reads x in place
+
+cdef bint _image_matrix(cnp.ndarray X, Py_ssize_t *ld) noexcept:
+    """Whether every x[n] is a (C x HW) row-major BLAS operand (row stride ld elements)."""
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
+    cdef Py_ssize_t H = X.shape[2], W = X.shape[3], C = X.shape[1]
+    cdef Py_ssize_t *st = <Py_ssize_t *>cnp.PyArray_STRIDES(X)
+    if not cnp.PyArray_ISALIGNED(X):
+        return False
+    if W > 1 and st[3] != isz:
+        return False
+    if H > 1 and st[2] != W * isz:
+        return False
+    if st[0] % isz != 0:
+        return False
+    if C > 1:
+        if st[1] <= 0 or st[1] % isz != 0 or st[1] < H * W * isz:
+            return False
+        ld[0] = st[1] // isz
+    else:
+        ld[0] = H * W
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# The direct path (depthwise and small groups)
+
+cdef inline void _direct_item(int dt, const char *x, const char *w, const char *bias,
+                              char *y, const fdl_conv_geom *g, Py_ssize_t C, Py_ssize_t O,
+                              Py_ssize_t Cg, Py_ssize_t Og, Py_ssize_t it) noexcept nogil:
+    cdef Py_ssize_t n = it // O
+    cdef Py_ssize_t o = it - n * O
+    cdef Py_ssize_t grp = o // Og
+    cdef Py_ssize_t xoff = (n * C + grp * Cg) * g.H * g.W
+    cdef Py_ssize_t woff = o * Cg * g.kh * g.kw
+    cdef Py_ssize_t yoff = it * g.Ho * g.Wo
+    if dt == DT_FLOAT32:
+        fdl_direct_plane_f32(<const float *>x + xoff, Cg, <const float *>w + woff,
+                             (<const float *>bias)[o] if bias != NULL else 0.0, g,
+                             <float *>y + yoff)
+    else:
+        fdl_direct_plane_f64(<const double *>x + xoff, Cg, <const double *>w + woff,
+                             (<const double *>bias)[o] if bias != NULL else 0.0, g,
+                             <double *>y + yoff)
+
+
+cdef inline void _direct_dx_item(int dt, char *dx, const char *dy, const char *w,
+                                 const fdl_conv_geom *g, Py_ssize_t C, Py_ssize_t O,
+                                 Py_ssize_t Cg, Py_ssize_t Og, Py_ssize_t it) noexcept nogil:
+    cdef Py_ssize_t n = it // C
+    cdef Py_ssize_t c = it - n * C
+    cdef Py_ssize_t grp = c // Cg
+    cdef Py_ssize_t cl = c - grp * Cg
+    cdef Py_ssize_t khw = g.kh * g.kw
+    cdef Py_ssize_t dxoff = it * g.H * g.W
+    cdef Py_ssize_t dyoff = (n * O + grp * Og) * g.Ho * g.Wo
+    cdef Py_ssize_t woff = (grp * Og * Cg + cl) * khw
+    if dt == DT_FLOAT32:
+        fdl_direct_dx_plane_f32(<float *>dx + dxoff, <const float *>dy + dyoff, Og,
+                                <const float *>w + woff, Cg * khw, g)
+    else:
+        fdl_direct_dx_plane_f64(<double *>dx + dxoff, <const double *>dy + dyoff, Og,
+                                <const double *>w + woff, Cg * khw, g)
+
+
+cdef inline void _direct_dw_item(int dt, const char *x, const char *dy, char *dw,
+                                 double *acc, const fdl_conv_geom *g, Py_ssize_t N,
+                                 Py_ssize_t C, Py_ssize_t O, Py_ssize_t Cg, Py_ssize_t Og,
+                                 Py_ssize_t o) noexcept nogil:
+    """dw[o] summed over the images in order, in double."""
+    cdef Py_ssize_t grp = o // Og
+    cdef Py_ssize_t kg = Cg * g.kh * g.kw, k, n
+    cdef double *a = acc + o * kg
+    for k in range(kg):
+        a[k] = 0.0
+    for n in range(N):
+        if dt == DT_FLOAT32:
+            fdl_direct_dw_plane_f32(<const float *>x + (n * C + grp * Cg) * g.H * g.W, Cg,
+                                    <const float *>dy + (n * O + o) * g.Ho * g.Wo, g, a)
+        else:
+            fdl_direct_dw_plane_f64(<const double *>x + (n * C + grp * Cg) * g.H * g.W, Cg,
+                                    <const double *>dy + (n * O + o) * g.Ho * g.Wo, g, a)
+    for k in range(kg):
+        if dt == DT_FLOAT32:
+            (<float *>dw)[o * kg + k] = <float>a[k]
+        else:
+            (<double *>dw)[o * kg + k] = a[k]
+
+
+cdef void _direct_forward(int dt, const char *x, const char *w, const char *bias, char *y,
+                          const fdl_conv_geom *g, Py_ssize_t C, Py_ssize_t O, Py_ssize_t Cg,
+                          Py_ssize_t Og, Py_ssize_t items, int nthreads) noexcept nogil:
+    cdef Py_ssize_t it
+    if items * g.Ho * g.Wo < PARALLEL_MIN_ELEMENTS:
+        nthreads = 1
+    if nthreads <= 1:
+        for it in range(items):
+            _direct_item(dt, x, w, bias, y, g, C, O, Cg, Og, it)
+    else:
+        for it in prange(items, schedule='static', num_threads=nthreads):
+            _direct_item(dt, x, w, bias, y, g, C, O, Cg, Og, it)
+
+
+cdef void _direct_backward(int dt, const char *x, const char *dy, const char *w, char *dx,
+                           char *dw, double *acc, const fdl_conv_geom *g, Py_ssize_t N,
+                           Py_ssize_t C, Py_ssize_t O, Py_ssize_t Cg, Py_ssize_t Og,
+                           int nthreads) noexcept nogil:
+    """dx one (image, channel) plane per item; dw one output channel per item, all images."""
+    cdef Py_ssize_t it
+    cdef int nth = nthreads
+    if N * C * g.H * g.W < PARALLEL_MIN_ELEMENTS:
+        nth = 1
+    if nth <= 1:
+        for it in range(N * C):
+            _direct_dx_item(dt, dx, dy, w, g, C, O, Cg, Og, it)
+    else:
+        for it in prange(N * C, schedule='static', num_threads=nth):
+            _direct_dx_item(dt, dx, dy, w, g, C, O, Cg, Og, it)
+    nth = nthreads
+    if N * O * g.Ho * g.Wo < PARALLEL_MIN_ELEMENTS or O < 2:
+        nth = 1
+    if nth <= 1:
+        for it in range(O):
+            _direct_dw_item(dt, x, dy, dw, acc, g, N, C, O, Cg, Og, it)
+    else:
+        for it in prange(O, schedule='static', num_threads=nth):
+            _direct_dw_item(dt, x, dy, dw, acc, g, N, C, O, Cg, Og, it)
+
+
+# --------------------------------------------------------------------------------------
+# db
+
+cdef inline void _db_item(int dt, const char *dy, char *db, Py_ssize_t N, Py_ssize_t O,
+                          Py_ssize_t HWo, Py_ssize_t o) noexcept nogil:
+    cdef double s = 0.0
+    cdef Py_ssize_t n
+    for n in range(N):
+        if dt == DT_FLOAT32:
+            s += fdl_conv_sum_f32(<const float *>dy + (n * O + o) * HWo, HWo)
+        else:
+            s += fdl_conv_sum_f64(<const double *>dy + (n * O + o) * HWo, HWo)
+    if dt == DT_FLOAT32:
+        (<float *>db)[o] = <float>s
+    else:
+        (<double *>db)[o] = s
+
+
+cdef void _bias_grad(int dt, const char *dy, char *db, Py_ssize_t N, Py_ssize_t O,
+                     Py_ssize_t HWo, int nthreads) noexcept nogil:
+    cdef Py_ssize_t o
+    if N * O * HWo < PARALLEL_MIN_ELEMENTS or O < 2:
+        nthreads = 1
+    if nthreads <= 1:
+        for o in range(O):
+            _db_item(dt, dy, db, N, O, HWo, o)
+    else:
+        for o in prange(O, schedule='static', num_threads=nthreads):
+            _db_item(dt, dy, db, N, O, HWo, o)
+
+
+# --------------------------------------------------------------------------------------
+# Entry points
+
+cdef cnp.ndarray _new(tuple shape, int typenum):
+    cdef cnp.npy_intp dims[4]
+    cdef int d
+    for d in range(4):
+        dims[d] = shape[d]
+    return cnp.PyArray_EMPTY(4, dims, typenum, 0)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``), NCHW.
+
+    ``x (N, C, H, W)``, ``w (O, C/groups, kh, kw)``, ``b (O,)`` or None ->
+    ``y (N, O, Ho, Wo)`` with ``Ho = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) //
+    stride + 1`` (likewise Wo). ``stride``, ``padding`` and ``dilation`` are ints or
+    (height, width) pairs; ``padding`` may also be ``'valid'`` (0) or ``'same'`` (stride 1
+    only; output size = input size; an odd total padding puts the extra pixel at the
+    bottom/right, as PyTorch).
+
+    Raises ``TypeError`` for a non-numeric dtype or a non-integer hyper-parameter type and
+    ``ValueError`` for wrong shapes (naming them), channels not divisible by ``groups``,
+    non-positive stride/dilation/groups, negative padding, or a kernel larger than the
+    padded input.
+    """
+    cdef cnp.ndarray X = as_float_array(x, "conv2d", "x")
+    cdef cnp.ndarray W = as_float_array(w, "conv2d", "w")
+    cdef cnp.ndarray Bv = None
+    cdef int typenum = common_typenum(X, W)
+    if b is not None:
+        Bv = as_float_array(b, "conv2d", "b")
+        if cnp.PyArray_TYPE(Bv) != cnp.NPY_FLOAT:
+            typenum = cnp.NPY_DOUBLE
+    cdef _Geometry geo = _geometry(X, W, stride, padding, dilation, groups, "conv2d")
+    if Bv is not None and (cnp.PyArray_NDIM(Bv) != 1 or Bv.shape[0] != geo.O):
+        raise ValueError(f"fastdl.conv2d: b has shape {shape_of(Bv)}, expected ({geo.O},) to "
+                         f"match w of shape {shape_of(W)}")
+    X = as_typenum(X, typenum)
+    W = _aligned_c(as_typenum(W, typenum))
+    if Bv is not None:
+        Bv = _aligned_c(as_typenum(Bv, typenum))
+    cdef cnp.ndarray Y = _new((geo.N, geo.O, geo.g.Ho, geo.g.Wo), typenum)
+    if cnp.PyArray_SIZE(Y) == 0:
+        return Y
+    if geo.C == 0:
+        Y[...] = 0 if Bv is None else Bv[:, None, None]
+        return Y
+
+    cdef int dt = dtype_code(X)
+    cdef int nthreads = current_threads()
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
+    cdef char *bias = <char *>cnp.PyArray_DATA(Bv) if Bv is not None else NULL
+    cdef double work = <double>cnp.PyArray_SIZE(Y) * geo.Kg
+    cdef Py_ssize_t items, it, ld, bi, n, g
+    cdef fdl_conv_geom gm = geo.g
+    cdef char *xp
+    cdef char *wp = <char *>cnp.PyArray_DATA(W)
+    cdef char *yp = <char *>cnp.PyArray_DATA(Y)
+    cdef Lowered p
+    cdef cnp.ndarray offs, cols
+    cdef Py_ssize_t *a_off
+    cdef Py_ssize_t *b_off
+    cdef Py_ssize_t *c_off
+
+    if _direct(geo):
+        X = _aligned_c(X)
+        xp = <char *>cnp.PyArray_DATA(X)
+        items = geo.N * geo.O
+        if cnp.PyArray_SIZE(Y) < PARALLEL_MIN_ELEMENTS:
+            nthreads = 1
+        if work >= NOGIL_MIN_WORK:
+            with nogil:
+                _direct_forward(dt, xp, wp, bias, yp, &gm, geo.C, geo.O, geo.Cg, geo.Og, items,
+                                nthreads)
+        else:
+            _direct_forward(dt, xp, wp, bias, yp, &gm, geo.C, geo.O, geo.Cg, geo.Og, items,
+                            nthreads)
+        return Y
+
+    if _pointwise(geo):
+        if not _image_matrix(X, &ld):
+            X = np.array(X, order="C", copy=True)
+            _image_matrix(X, &ld)
+        xp = <char *>cnp.PyArray_DATA(X)
+        items = geo.N * geo.groups
+        offs = np.empty(3 * items, dtype=np.intp)
+        a_off = <Py_ssize_t *>cnp.PyArray_DATA(offs)
+        b_off = a_off + items
+        c_off = b_off + items
+        for n in range(geo.N):
+            for g in range(geo.groups):
+                bi = n * geo.groups + g
+                a_off[bi] = g * geo.Og * geo.Cg * isz
+                b_off[bi] = n * cnp.PyArray_STRIDES(X)[0] + g * geo.Cg * ld * isz
+                c_off[bi] = (n * geo.O + g * geo.Og) * geo.HWo * isz
+        if Bv is not None:
+            Y[...] = Bv[:, None, None]
+        check_blas_dims(_mat(wp, geo.Cg, False), _mat(xp, ld, False), _mat(yp, geo.HWo, False))
+        with nogil:
+            gemm_batched(dt, items, geo.Og, geo.HWo, geo.Cg, 1.0, _mat(wp, geo.Cg, False),
+                         a_off, _mat(xp, ld, False), b_off, 1.0 if bias != NULL else 0.0,
+                         _mat(yp, geo.HWo, False), c_off, NULL, nthreads)
+        return Y
+
+    X = _strided_ok(X)
+    _init_lowered(&p, geo, X)
+    p.bias = bias
+    p.y = yp
+    _plan(&p, geo.K)
+    cols = np.empty(geo.K * p.nb * p.R * geo.g.Wo, dtype=X.dtype)
+    p.cols = <char *>cnp.PyArray_DATA(cols)
+    items = p.nb * geo.groups
+    offs = np.empty(3 * items, dtype=np.intp)
+    a_off = <Py_ssize_t *>cnp.PyArray_DATA(offs)
+    b_off = a_off + items
+    c_off = b_off + items
+    check_blas_dims(_mat(wp, geo.Kg, False), _mat(p.cols, p.nb * p.R * geo.g.Wo, False),
+                    _mat(yp, geo.HWo, False))
+    if work >= NOGIL_MIN_WORK:
+        with nogil:
+            _forward_lowered(&p, wp, a_off, b_off, c_off, nthreads)
+    else:
+        _forward_lowered(&p, wp, a_off, b_off, c_off, nthreads)
+    return Y
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need_bias=True):
+    """Gradients of ``conv2d(x, w, b, stride, padding, dilation, groups)``.
+
+    Returns ``(dx, dw, db)``: ``dx`` of x's shape, ``dw`` of w's shape, ``db (O,)`` or None
+    when ``need_bias`` is false. ``dy`` must have the output shape of that convolution.
+    The hyper-parameters and errors are those of ``conv2d``.
+    """
+    cdef cnp.ndarray DY = as_float_array(dy, "conv2d_backward", "dy")
+    cdef cnp.ndarray X = as_float_array(x, "conv2d_backward", "x")
+    cdef cnp.ndarray W = as_float_array(w, "conv2d_backward", "w")
+    cdef int typenum = common_typenum(X, W)
+    if cnp.PyArray_TYPE(DY) != cnp.NPY_FLOAT:
+        typenum = cnp.NPY_DOUBLE
+    cdef _Geometry geo = _geometry(X, W, stride, padding, dilation, groups, "conv2d_backward")
+    out_shape = (geo.N, geo.O, geo.g.Ho, geo.g.Wo)
+    if shape_of(DY) != out_shape:
+        raise ValueError(f"fastdl.conv2d_backward: dy has shape {shape_of(DY)}, expected "
+                         f"{out_shape} (the output of x of shape {shape_of(X)} and w of shape "
+                         f"{shape_of(W)})")
+    X = as_typenum(X, typenum)
+    W = _aligned_c(as_typenum(W, typenum))
+    DY = _aligned_c(as_typenum(DY, typenum))
+    cdef cnp.ndarray DX = np.zeros(shape_of(X), dtype=X.dtype)
+    cdef cnp.ndarray DW = np.empty(shape_of(W), dtype=X.dtype)
+    cdef cnp.ndarray DB = np.empty((geo.O,), dtype=X.dtype) if need_bias else None
+    cdef int dt = dtype_code(X)
+    cdef int nthreads = current_threads()
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
+    cdef double work = <double>cnp.PyArray_SIZE(DY) * geo.Kg
+    cdef char *dyp = <char *>cnp.PyArray_DATA(DY)
+    cdef char *wp = <char *>cnp.PyArray_DATA(W)
+    cdef char *dxp = <char *>cnp.PyArray_DATA(DX)
+    cdef char *dwp = <char *>cnp.PyArray_DATA(DW)
+    cdef char *xp
+    cdef fdl_conv_geom gm = geo.g
+    cdef Py_ssize_t items, it, n, g, bi, ld
+    cdef cnp.ndarray offs, cols, dyc, acc
+    cdef Py_ssize_t *a_off
+    cdef Py_ssize_t *b_off
+    cdef Py_ssize_t *c_off
+    cdef double *accp
+    cdef Lowered p
+    cdef bint pointwise
+
+    if DB is not None:
+        if cnp.PyArray_SIZE(DY) == 0:
+            DB[...] = 0
+        else:
+            with nogil:
+                _bias_grad(dt, dyp, <char *>cnp.PyArray_DATA(DB), geo.N, geo.O, geo.HWo,
+                           nthreads)
+    if cnp.PyArray_SIZE(DY) == 0 or geo.C == 0:
+        DW[...] = 0
+        return DX, DW, DB
+
+    if _direct(geo):
+        X = _aligned_c(X)
+        xp = <char *>cnp.PyArray_DATA(X)
+        acc = np.empty(geo.O * geo.Kg, dtype=np.float64)
+        accp = <double *>cnp.PyArray_DATA(acc)
+        if work >= NOGIL_MIN_WORK:
+            with nogil:
+                _direct_backward(dt, xp, dyp, wp, dxp, dwp, accp, &gm, geo.N, geo.C, geo.O,
+                                 geo.Cg, geo.Og, nthreads)
+        else:
+            _direct_backward(dt, xp, dyp, wp, dxp, dwp, accp, &gm, geo.N, geo.C, geo.O,
+                             geo.Cg, geo.Og, nthreads)
+        return DX, DW, DB
+
+    pointwise = _pointwise(geo)
+    if pointwise:
+        # dX[n] (C x HW) = Wᵀ (C x O) @ dY[n], straight into dx: no col2im.
+        items = geo.N * geo.groups
+        offs = np.empty(3 * items, dtype=np.intp)
+        a_off = <Py_ssize_t *>cnp.PyArray_DATA(offs)
+        b_off = a_off + items
+        c_off = b_off + items
+        for n in range(geo.N):
+            for g in range(geo.groups):
+                bi = n * geo.groups + g
+                a_off[bi] = g * geo.Og * geo.Cg * isz
+                b_off[bi] = (n * geo.O + g * geo.Og) * geo.HWo * isz
+                c_off[bi] = (n * geo.C + g * geo.Cg) * geo.HWo * isz
+        with nogil:
+            gemm_batched(dt, items, geo.Cg, geo.HWo, geo.Og, 1.0, _mat(wp, geo.Cg, True), a_off,
+                         _mat(dyp, geo.HWo, False), b_off, 0.0, _mat(dxp, geo.HWo, False),
+                         c_off, NULL, nthreads)
+
+    X = _strided_ok(X)
+    _init_lowered(&p, geo, X)
+    p.dy = dyp
+    p.y = dxp
+    _plan(&p, geo.K + geo.O)
+    ld = p.nb * p.R * geo.g.Wo
+    cols = np.empty(geo.K * ld, dtype=X.dtype)
+    p.cols = <char *>cnp.PyArray_DATA(cols)
+    if p.nb > 1:
+        dyc = np.empty(geo.O * ld, dtype=X.dtype)
+        p.dyc = <char *>cnp.PyArray_DATA(dyc)
+    offs = np.empty(3 * geo.groups, dtype=np.intp)
+    a_off = <Py_ssize_t *>cnp.PyArray_DATA(offs)
+    b_off = a_off + geo.groups
+    c_off = b_off + geo.groups
+    check_blas_dims(_mat(dyp, geo.HWo, False), _mat(p.cols, ld, False), _mat(dwp, geo.Kg, False))
+    if work >= NOGIL_MIN_WORK:
+        with nogil:
+            _backward_lowered(&p, wp, dwp, not pointwise, a_off, b_off, c_off, nthreads)
+    else:
+        _backward_lowered(&p, wp, dwp, not pointwise, a_off, b_off, c_off, nthreads)
+    return DX, DW, DB
