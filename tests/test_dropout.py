@@ -45,6 +45,17 @@ def test_stream_matches_numpy(seed, first, n):
     np.testing.assert_array_equal(got, ref.philox_words(seed, first, n))
 
 
+@pytest.mark.parametrize("simd", [0, 1, 2], ids=["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("first, n", [(0, 64 * 4 + 3), (5, 1000), (4 * 2 ** 32 - 4 * 20 + 1, 300)])
+def test_every_kernel_matches_numpy(simd, first, n):
+    from fastdl._ext._random import philox_simd_level
+    if simd > philox_simd_level():
+        pytest.skip("this CPU lacks the instructions of that kernel")
+    for seed in (0, 2 ** 64 - 1, 0xA5A5A5A5F00DF00D):
+        np.testing.assert_array_equal(philox_words(seed, n, first, simd=simd),
+                                      ref.philox_words(seed, first, n))
+
+
 def test_stream_is_the_block_function():
     # word i = word i % 4 of block i // 4, counter (lo32, hi32, 0, 0), key (lo32, hi32)
     seed, b = 0x1122334455667788, 0x0000000500000007

@@ -22,11 +22,19 @@
  * exactly thr / 2^32, within 2^-32 of p. p > 1 - 2^-32 gives thr = 2^32: every element is
  * dropped (`drop_all`, no words are drawn).
  *
- * Vectorisation. fdl_philox_words runs the ten rounds for FDL_PHILOX_LANES blocks side by side
- * in a loop the compiler vectorises across blocks (the 32x32 -> 64-bit products become
- * vpmuludq); the scalar fdl_philox4x32_10 serves the KAT test and the partial blocks at the
- * ends of a range. Each dropout work item generates its words in chunks of FDL_DROPOUT_CHUNK
- * into an L1 buffer and applies them in a second, vectorised loop over the chunk.
+ * Vectorisation. Blocks are computed side by side in SIMD lanes, one block per 64-bit lane
+ * (the 32x32 -> 64-bit product is vpmuludq): explicit AVX-512F and AVX2 kernels picked at run
+ * time from the CPU's features, a portable loop written for the auto-vectoriser elsewhere and
+ * for the few blocks at the ends of a range; the scalar fdl_philox4x32_10 serves the KAT test
+ * and partial blocks. Each dropout work item generates its words in chunks of
+ * FDL_DROPOUT_CHUNK into an L1 buffer and applies them in a second, vectorised loop.
+ *
+ * Cost (one Zen 4 core, 2026-11-25, min of repeated runs on a shared machine): 0.39 ns per
+ * word (about 1.4 cycles) with AVX-512, 0.48 auto-vectorised; a dropout item in cache 0.46 ns
+ * per float32 element. 16M float32 elements: 6.4 ms of words on one core, 3.2 on two, against
+ * 2.5-3.3 ms for a copy of the same bytes on two, so the op is compute-bound and the words
+ * (not the memory) set its floor; the two phases of an item (words in L1, then the memory
+ * pass) overlap only across threads. Software prefetch of the next chunk measured no gain.
  */
 #ifndef FASTDL_PHILOX_H
 #define FASTDL_PHILOX_H
@@ -108,9 +116,144 @@ FDL_INLINE void fdl_philox_blocks(uint32_t k0, uint32_t k1, uint32_t b0, uint32_
     }
 }
 
+/*
+ * Explicit SIMD block kernels. Auto-vectorised, the rounds above compile (GCC 12) to vpmullq,
+ * a full 64x64-bit multiply: one uop per half on Zen 4 but three on Intel, and emulated with
+ * three vpmuludq in the AVX2 clone. Written with vpmuludq (the 32x32 -> 64-bit multiply of
+ * the low halves) the upper halves of the lanes need no clearing between rounds: vpmuludq
+ * ignores them, and only the low 32 bits of each word are stored. Two independent vectors
+ * of blocks per iteration hide the multiply latency. One Zen 4 core: 0.40 ns per word against
+ * 0.48 auto-vectorised (AVX-512). Chosen at run time from the CPU's features (x86-64 with
+ * GCC or Clang); elsewhere the portable loop runs.
+ */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FDL_PHILOX_PORTABLE)
+#  define FDL_PHILOX_X86 1
+#  include <immintrin.h>
+
+#define FDL_PHILOX_V512_ROUND(a0, a1, a2, a3, K0, K1) do {                                \
+        __m512i p0_ = _mm512_mul_epu32(a0, m0), p1_ = _mm512_mul_epu32(a2, m1);          \
+        a0 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1_, 32), a1, K0, 0x96);        \
+        a2 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0_, 32), a3, K1, 0x96);        \
+        a1 = p1_;                                                                        \
+        a3 = p0_;                                                                        \
+    } while (0)
+
+/* Blocks in groups of 16 (two vectors of 8 64-bit lanes); returns how many were done. */
+__attribute__((target("avx512f")))
+static ptrdiff_t fdl_philox_blocks_avx512(uint32_t k0, uint32_t k1, uint32_t b0, uint32_t bhi,
+                                          ptrdiff_t nb, uint32_t *out)
+{
+    const __m512i m0 = _mm512_set1_epi64(FDL_PHILOX_M0), m1 = _mm512_set1_epi64(FDL_PHILOX_M1);
+    const __m512i lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    /* qword interleave of (c0|c1) and (c2|c3) pairs: block order */
+    const __m512i lo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0);
+    const __m512i hi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
+    ptrdiff_t j = 0;
+    for (; j + 16 <= nb; j += 16) {
+        __m512i a0 = _mm512_add_epi64(_mm512_set1_epi64((uint32_t)(b0 + (uint32_t)j)), lanes);
+        __m512i c0 = _mm512_add_epi64(_mm512_set1_epi64((uint32_t)(b0 + (uint32_t)j + 8u)),
+                                      lanes);
+        __m512i a1 = _mm512_set1_epi64(bhi), c1 = a1;
+        __m512i a2 = _mm512_setzero_si512(), a3 = a2, c2 = a2, c3 = a2;
+        uint32_t ka = k0, kb = k1;
+        for (int r = 0; r < 10; r++) {
+            __m512i K0 = _mm512_set1_epi64(ka), K1 = _mm512_set1_epi64(kb);
+            FDL_PHILOX_V512_ROUND(a0, a1, a2, a3, K0, K1);
+            FDL_PHILOX_V512_ROUND(c0, c1, c2, c3, K0, K1);
+            ka += FDL_PHILOX_W0;
+            kb += FDL_PHILOX_W1;
+        }
+        __m512i t01 = _mm512_mask_blend_epi32(0xAAAA, a0, _mm512_slli_epi64(a1, 32));
+        __m512i t23 = _mm512_mask_blend_epi32(0xAAAA, a2, _mm512_slli_epi64(a3, 32));
+        _mm512_storeu_si512((void *)(out + 4 * j), _mm512_permutex2var_epi64(t01, lo, t23));
+        _mm512_storeu_si512((void *)(out + 4 * j + 16), _mm512_permutex2var_epi64(t01, hi, t23));
+        t01 = _mm512_mask_blend_epi32(0xAAAA, c0, _mm512_slli_epi64(c1, 32));
+        t23 = _mm512_mask_blend_epi32(0xAAAA, c2, _mm512_slli_epi64(c3, 32));
+        _mm512_storeu_si512((void *)(out + 4 * j + 32), _mm512_permutex2var_epi64(t01, lo, t23));
+        _mm512_storeu_si512((void *)(out + 4 * j + 48), _mm512_permutex2var_epi64(t01, hi, t23));
+    }
+    return j;
+}
+
+#define FDL_PHILOX_V256_ROUND(a0, a1, a2, a3, K0, K1) do {                                \
+        __m256i p0_ = _mm256_mul_epu32(a0, m0), p1_ = _mm256_mul_epu32(a2, m1);          \
+        a0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1_, 32), a1), K0);     \
+        a2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0_, 32), a3), K1);     \
+        a1 = p1_;                                                                        \
+        a3 = p0_;                                                                        \
+    } while (0)
+
+/* Blocks in groups of 8 (two vectors of 4 64-bit lanes); returns how many were done. */
+__attribute__((target("avx2")))
+static ptrdiff_t fdl_philox_blocks_avx2(uint32_t k0, uint32_t k1, uint32_t b0, uint32_t bhi,
+                                        ptrdiff_t nb, uint32_t *out)
+{
+    const __m256i m0 = _mm256_set1_epi64x(FDL_PHILOX_M0), m1 = _mm256_set1_epi64x(FDL_PHILOX_M1);
+    const __m256i lanes = _mm256_set_epi64x(3, 2, 1, 0);
+    ptrdiff_t j = 0;
+    for (; j + 8 <= nb; j += 8) {
+        __m256i a0 = _mm256_add_epi64(_mm256_set1_epi64x((uint32_t)(b0 + (uint32_t)j)), lanes);
+        __m256i c0 = _mm256_add_epi64(_mm256_set1_epi64x((uint32_t)(b0 + (uint32_t)j + 4u)),
+                                      lanes);
+        __m256i a1 = _mm256_set1_epi64x(bhi), c1 = a1;
+        __m256i a2 = _mm256_setzero_si256(), a3 = a2, c2 = a2, c3 = a2;
+        uint32_t ka = k0, kb = k1;
+        for (int r = 0; r < 10; r++) {
+            __m256i K0 = _mm256_set1_epi64x(ka), K1 = _mm256_set1_epi64x(kb);
+            FDL_PHILOX_V256_ROUND(a0, a1, a2, a3, K0, K1);
+            FDL_PHILOX_V256_ROUND(c0, c1, c2, c3, K0, K1);
+            ka += FDL_PHILOX_W0;
+            kb += FDL_PHILOX_W1;
+        }
+        __m256i t01 = _mm256_blend_epi32(a0, _mm256_slli_epi64(a1, 32), 0xAA);
+        __m256i t23 = _mm256_blend_epi32(a2, _mm256_slli_epi64(a3, 32), 0xAA);
+        __m256i l = _mm256_unpacklo_epi64(t01, t23), h = _mm256_unpackhi_epi64(t01, t23);
+        _mm256_storeu_si256((__m256i *)(out + 4 * j), _mm256_permute2x128_si256(l, h, 0x20));
+        _mm256_storeu_si256((__m256i *)(out + 4 * j + 8), _mm256_permute2x128_si256(l, h, 0x31));
+        t01 = _mm256_blend_epi32(c0, _mm256_slli_epi64(c1, 32), 0xAA);
+        t23 = _mm256_blend_epi32(c2, _mm256_slli_epi64(c3, 32), 0xAA);
+        l = _mm256_unpacklo_epi64(t01, t23);
+        h = _mm256_unpackhi_epi64(t01, t23);
+        _mm256_storeu_si256((__m256i *)(out + 4 * j + 16), _mm256_permute2x128_si256(l, h, 0x20));
+        _mm256_storeu_si256((__m256i *)(out + 4 * j + 24), _mm256_permute2x128_si256(l, h, 0x31));
+    }
+    return j;
+}
+
+/* 2: AVX-512F, 1: AVX2, 0: the portable loop. The test is a load and a bit test of
+   libgcc's cpu model, run once per chunk of words. */
+static inline int fdl_philox_simd(void)
+{
+    if (__builtin_cpu_supports("avx512f"))
+        return 2;
+    if (__builtin_cpu_supports("avx2"))
+        return 1;
+    return 0;
+}
+#else
+#  define FDL_PHILOX_X86 0
+#endif
+
+/* Whole blocks with the best kernel the CPU has; the rest of a group with the portable loop. */
+static inline void fdl_philox_blocks_best(int simd, uint32_t k0, uint32_t k1, uint32_t b0,
+                                          uint32_t bhi, ptrdiff_t nb, uint32_t *out)
+{
+    ptrdiff_t done = 0;
+#if FDL_PHILOX_X86
+    if (simd == 2)
+        done = fdl_philox_blocks_avx512(k0, k1, b0, bhi, nb, out);
+    else if (simd == 1)
+        done = fdl_philox_blocks_avx2(k0, k1, b0, bhi, nb, out);
+#else
+    (void)simd;
+#endif
+    if (done < nb)
+        fdl_philox_blocks(k0, k1, b0 + (uint32_t)done, bhi, nb - done, out + 4 * done);
+}
+
 /* Words first .. first + n - 1 of the stream of `seed` into out. */
-FDL_INLINE void fdl_philox_words_inl(uint64_t seed, uint64_t first, ptrdiff_t n,
-                                     uint32_t *FDL_RESTRICT out)
+static inline void fdl_philox_words_simd(int simd, uint64_t seed, uint64_t first, ptrdiff_t n,
+                                         uint32_t *FDL_RESTRICT out)
 {
     uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
     uint32_t ctr[4], blk[4];
@@ -130,7 +273,8 @@ FDL_INLINE void fdl_philox_words_inl(uint64_t seed, uint64_t first, ptrdiff_t n,
         uint64_t room = ((uint64_t)1 << 32) - (b & 0xFFFFFFFFu);
         if ((uint64_t)nb > room)
             nb = (ptrdiff_t)room;
-        fdl_philox_blocks(key[0], key[1], (uint32_t)b, (uint32_t)(b >> 32), nb, out + done);
+        fdl_philox_blocks_best(simd, key[0], key[1], (uint32_t)b, (uint32_t)(b >> 32), nb,
+                               out + done);
         done += 4 * nb;
         b += (uint64_t)nb;
     }
@@ -142,9 +286,28 @@ FDL_INLINE void fdl_philox_words_inl(uint64_t seed, uint64_t first, ptrdiff_t n,
     }
 }
 
-FDL_DISPATCH static void fdl_philox_words(uint64_t seed, uint64_t first, ptrdiff_t n, uint32_t *out)
+static int fdl_philox_best_level(void)
 {
-    fdl_philox_words_inl(seed, first, n, out);
+#if FDL_PHILOX_X86
+    return fdl_philox_simd();
+#else
+    return 0;
+#endif
+}
+
+/* Words first .. first + n - 1 of the stream of `seed` into out, with the CPU's best kernel
+   (simd = -1), or a given one (0: portable, 1: AVX2, 2: AVX-512; the tests run each one the
+   CPU has). */
+static void fdl_philox_words(uint64_t seed, uint64_t first, ptrdiff_t n, uint32_t *out, int simd)
+{
+#if FDL_PHILOX_X86
+    int best = fdl_philox_simd();
+#else
+    int best = 0;
+#endif
+    if (simd < 0 || simd > best)
+        simd = best;
+    fdl_philox_words_simd(simd, seed, first, n, out);
 }
 
 /* ------------------------------------------------------------------------------------- */
@@ -233,7 +396,7 @@ FDL_DISPATCH static void NAME(const fdl_dropout_args *a, ptrdiff_t item)        
     for (ptrdiff_t c = i0; c < i1; c += FDL_DROPOUT_CHUNK) {                               \
         ptrdiff_t cn = i1 - c < FDL_DROPOUT_CHUNK ? i1 - c : FDL_DROPOUT_CHUNK;           \
         if (rng)                                                                           \
-            fdl_philox_words_inl(a->seed, (uint64_t)c, cn, u);                             \
+            fdl_philox_words(a->seed, (uint64_t)c, cn, u, -1);                             \
         ptrdiff_t idx = c;                                                                 \
         while (idx < c + cn) {                                                             \
             ptrdiff_t row = idx / a->len, col = idx - row * a->len;                        \

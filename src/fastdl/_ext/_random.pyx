@@ -45,7 +45,8 @@ cdef extern from "fastdl/philox.h" nogil:
         int mode
         double scale
     void fdl_philox4x32_10(const uint32_t *ctr, const uint32_t *key, uint32_t *out)
-    void fdl_philox_words(uint64_t seed, uint64_t first, Py_ssize_t n, uint32_t *out)
+    void fdl_philox_words(uint64_t seed, uint64_t first, Py_ssize_t n, uint32_t *out, int simd)
+    int fdl_philox_best "fdl_philox_best_level"()
     void fdl_dropout_item_f32(const fdl_dropout_args *a, Py_ssize_t item)
     void fdl_dropout_item_f64(const fdl_dropout_args *a, Py_ssize_t item)
 
@@ -82,12 +83,18 @@ def philox4x32_10(counter, key):
     return np.array([o[0], o[1], o[2], o[3]], dtype=np.uint32)
 
 
-def philox_words(seed, Py_ssize_t n, first=0):
+def philox_simd_level():
+    """The Philox kernel this CPU runs: 2 (AVX-512F), 1 (AVX2) or 0 (the portable loop)."""
+    return fdl_philox_best()
+
+
+def philox_words(seed, Py_ssize_t n, first=0, *, int simd=-1):
     """Words ``first .. first + n - 1`` of the stream of ``seed`` as a ``uint32`` array.
 
     Word i is word ``i % 4`` of Philox4x32-10 with counter ``(lo32(i // 4), hi32(i // 4), 0,
     0)`` and key ``(lo32(seed), hi32(seed))``; dropout keeps element i iff word i >=
-    ``ceil(p * 2**32)``.
+    ``ceil(p * 2**32)``. ``simd`` picks a kernel for tests (0 portable, 1 AVX2, 2 AVX-512;
+    capped at what the CPU has; -1: the best).
     """
     cdef uint64_t s = _seed(seed, "philox_words")
     first = operator.index(first)
@@ -97,7 +104,7 @@ def philox_words(seed, Py_ssize_t n, first=0):
     cdef cnp.ndarray out = np.empty(n, dtype=np.uint32)
     cdef uint64_t f = first
     with nogil:
-        fdl_philox_words(s, f, n, <uint32_t *>cnp.PyArray_DATA(out))
+        fdl_philox_words(s, f, n, <uint32_t *>cnp.PyArray_DATA(out), simd)
     return out
 
 
