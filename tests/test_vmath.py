@@ -389,3 +389,25 @@ def test_shim_shapes_and_layouts(dtype, rng):
 def test_shim_rejects_other_dtypes(bad):
     with pytest.raises(TypeError):
         _vmath.exp(bad)
+
+
+def test_exp_nonpos_float32_bitwise_equal_to_exp():
+    """The softmax / activation exp (x <= 0, one scale) is exp bit for bit: every non-positive
+    float32 from -0 down past e^x's underflow to 0 (-104), and -inf, NaN."""
+    start = np.array(-0.0, np.float32).view(np.uint32)
+    stop = np.array(-105.0, np.float32).view(np.uint32)
+    x = np.arange(start, stop + 1, 31, dtype=np.uint32).view(np.float32)    # ~1.6e8 / 31
+    # every float of the denormal-result range's ends and of the clamp
+    edges = [np.arange(np.array(v, np.float32).view(np.uint32) - 3000,
+                       np.array(v, np.float32).view(np.uint32) + 3000,
+                       dtype=np.uint32).view(np.float32) for v in (-87.33, -103.28, -104.0)]
+    x = np.concatenate([x, *edges, np.array([-np.inf, np.nan, -1e30,
+                                             -np.finfo(np.float32).max], np.float32)])
+    assert np.array_equal(_vmath.exp_nonpos(x), _vmath.exp(x), equal_nan=True)
+
+
+def test_exp_nonpos_float64_bitwise_equal_to_exp(rng):
+    x = -np.concatenate([rng.uniform(0, 750, 1_000_000), rng.exponential(1.0, 100_000),
+                         np.linspace(706, 746, 100_001), [0.0, np.inf, 1e300]])
+    x = np.concatenate([x, [np.nan]])
+    assert np.array_equal(_vmath.exp_nonpos(x), _vmath.exp(x), equal_nan=True)

@@ -11,7 +11,9 @@ backward, the fused ATen kernels its autograd calls (``threshold_backward``,
 
 The "copy" rows are the floor, not an op: every column runs ``np.copyto`` (torch:
 ``Tensor.copy_``, which is multi-threaded) of the same 16M elements, i.e. one read and one
-write of the bytes an activation must move (a backward moves 1.5 times as many). Match with
+write of the bytes an activation must move (a backward moves 1.5 times as many); the
+"allocating" copy (``x.copy()``, ``torch.clone``) is the floor of the forms that return a new
+array, which also pay for the first touch of its pages. The floor is the fastest column. Match with
 ``--match 16M`` to time the activations, their backward and the floor in one run,
 ``--match "4096x4096 "`` for the arithmetic on 4096x4096 with its own copy row (a bias-row op
 moves the bytes of that copy; a same-shape one 1.5 times as many), ``--match "(64,256,1)"`` for
@@ -101,10 +103,15 @@ ACTIVATIONS = [
                                      "out=t_o_t)"), OUT_RES),
     ("gelu (erf; numpy: scipy erf)", _stmts(GELU_ERF_NP, "gelu(x)",
                                              "torch.nn.functional.gelu(t_x)"), None),
+    ("gelu (erf) out=", _stmts(GELU_ERF_NP, "gelu(x, out=o_fd)",
+                               "torch.ops.aten.gelu.out(t_x, out=t_o_t)"), None),
     ("silu", _stmts("x / (1 + np.exp(-x))", "silu(x)", "torch.nn.functional.silu(t_x)"), None),
     ("copy (floor; every column a copy)", {"numpy": "np.copyto(o_np, x)",
                                            "fastdl": "np.copyto(o_fd, x)",
                                            "torch": "t_o_t.copy_(t_x)"}, OUT_RES),
+    ("copy, allocating (floor of the allocating forms)", {"numpy": "x.copy()",
+                                                          "fastdl": "x.copy()",
+                                                          "torch": "t_x.clone()"}, None),
 ]
 
 GELU_TANH_BW_NP = (f"t = np.tanh({C} * (x + 0.044715 * x**3)); "

@@ -40,13 +40,11 @@ FDL_INLINE T fdl_leaky_relu_##SFX(T x, T p) { return SEL(x < (T)0, p * x, x); } 
 FDL_INLINE T fdl_sigmoid_##SFX(T x, T p) {                                                 \
     (void)p;                                                                                  \
     T e = EXP(-fabs##SFX##_(x));                                                              \
-    T r = (T)1 / ((T)1 + e);                                                                  \
-    return SEL(x >= (T)0, r, e * r);                                                          \
+    return SEL(x >= (T)0, (T)1, e) / ((T)1 + e);   /* one rounding; no product to blend */   \
 }                                                                                             \
 FDL_INLINE T fdl_sigmoid_neg_##SFX(T x) {                                                  \
     T e = EXP(-fabs##SFX##_(x));                                                              \
-    T r = (T)1 / ((T)1 + e);                                                                  \
-    return SEL(x >= (T)0, e * r, r);                                                          \
+    return SEL(x >= (T)0, e, (T)1) / ((T)1 + e);                                              \
 }                                                                                             \
 FDL_INLINE T fdl_tanh_##SFX(T x, T p) { (void)p; return TANH(x); }                         \
 FDL_INLINE T fdl_gelu_##SFX(T x, T p) {                                                    \
@@ -117,8 +115,8 @@ FDL_INLINE T fdl_maximum_##SFX(T a, T b) { return SEL(a >= b || a != a, a, b); }
 FDL_INLINE float fabsf32_(float x) { return fabsf(x); }
 FDL_INLINE double fabsf64_(double x) { return fabs(x); }
 
-FDL_DEFINE_SCALAR_OPS(float, f32, fdl_expf, fdl_tanhf, fdl_erfcf, fdl_selectf)
-FDL_DEFINE_SCALAR_OPS(double, f64, fdl_exp, fdl_tanh, fdl_erfc, fdl_select)
+FDL_DEFINE_SCALAR_OPS(float, f32, fdl_expf_nonpos, fdl_tanhf, fdl_erfcf, fdl_selectf)
+FDL_DEFINE_SCALAR_OPS(double, f64, fdl_exp_nonpos, fdl_tanh, fdl_erfc, fdl_select)
 
 /*
  * Row kernels. Unary: y[i*sy] = f(x[i*sx], p). Binary: y[i*sy] = f(a[i*sa], b[i*sb]) with a

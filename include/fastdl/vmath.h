@@ -209,19 +209,18 @@ FDL_VM_INLINE float fdl_expf(float x)
     return p * fdl_vm_asfloat((h - 1u) << 23) * fdl_vm_asfloat((u - h - 1u) << 23);
 }
 
-/* e^x for x <= 0 or NaN, as softmax needs it (x - max): no overflow to guard, and results
-   below FLT_MIN (x < ln FLT_MIN = -87.34) flush to 0, so one 2^k scale is enough. Each result
-   is fdl_expf's or, below FLT_MIN, 0 where fdl_expf gives a denormal under 1.2e-38: an
-   absolute error far below a rounding of any softmax output or row sum. Measured on the
-   4096x1024 float32 softmax exp/sum pass: 27% faster than fdl_expf. */
+/* e^x for x <= 0 (and NaN, -inf): what softmax (x - max) and the activations (e^-|x|) need.
+   Bitwise equal to fdl_expf there, denormal results included, but cheaper: no overflow to
+   guard, and 2^k (k in [-150, 0]) applied as 2^(k+32) * 2^-32, the first factor always normal,
+   the second exact, so the result is rounded once as fdl_expf's two half scales round it.
+   Measured on the 4096x1024 float32 softmax exp/sum pass: ~25% faster than fdl_expf. */
 FDL_VM_INLINE float fdl_expf_nonpos(float x)
 {
-    float xc = fdl_selectf(x < -88.0f, -88.0f, x);       /* k >= -127; NaN passes */
+    x = fdl_selectf(x < -104.0f, -104.0f, x);            /* e^-104 rounds to 0; NaN passes */
     uint32_t k;
-    float rlo, r = fdl_vm_reducef(xc, &k, &rlo);
+    float rlo, r = fdl_vm_reducef(x, &k, &rlo);
     float p = 1.0f + (r + (r * r * fdl_vm_expf_q(r) + rlo));
-    float y = p * fdl_vm_asfloat((k + 127u) << 23);      /* k = -127 gives 0 */
-    return fdl_selectf(x < -0x1.5d589ep6f, 0.0f, y);     /* also -inf -> 0 */
+    return p * fdl_vm_asfloat((k + 159u) << 23) * 0x1p-32f;
 }
 
 FDL_VM_INLINE float fdl_expm1f(float x)
@@ -425,15 +424,14 @@ FDL_VM_INLINE double fdl_exp(double x)
     return p * fdl_vm_asdouble((h - 1u) << 52) * fdl_vm_asdouble((u - h - 1u) << 52);
 }
 
-/* e^x for x <= 0 or NaN: fdl_expf_nonpos's double twin (flush below DBL_MIN, x < -708.40) */
+/* e^x for x <= 0: fdl_expf_nonpos's double twin (2^k, k in [-1077, 0], as 2^(k+64) 2^-64) */
 FDL_VM_INLINE double fdl_exp_nonpos(double x)
 {
-    double xc = fdl_select(x < -709.0, -709.0, x);        /* k >= -1023; NaN passes */
+    x = fdl_select(x < -746.0, -746.0, x);
     uint64_t k;
-    double rlo, r = fdl_vm_reduce(xc, &k, &rlo);
+    double rlo, r = fdl_vm_reduce(x, &k, &rlo);
     double p = 1.0 + (r + (r * r * fdl_vm_exp_q(r) + rlo));
-    double y = p * fdl_vm_asdouble((k + 1023u) << 52);    /* k = -1023 gives 0 */
-    return fdl_select(x < -0x1.6232bdd7abcd2p9, 0.0, y);
+    return p * fdl_vm_asdouble((k + 1087u) << 52) * 0x1p-64;
 }
 
 FDL_VM_INLINE double fdl_expm1(double x)
@@ -596,12 +594,14 @@ FDL_DISPATCH FDL_VM_UNUSED static void NAME(const T *FDL_RESTRICT x, T *FDL_REST
 }
 
 FDL_VM_ARRAY(fdl_exp_array_f32, float, fdl_expf)
+FDL_VM_ARRAY(fdl_exp_nonpos_array_f32, float, fdl_expf_nonpos)
 FDL_VM_ARRAY(fdl_log_array_f32, float, fdl_logf)
 FDL_VM_ARRAY(fdl_tanh_array_f32, float, fdl_tanhf)
 FDL_VM_ARRAY(fdl_erf_array_f32, float, fdl_erff)
 FDL_VM_ARRAY(fdl_expm1_array_f32, float, fdl_expm1f)
 FDL_VM_ARRAY(fdl_erfc_array_f32, float, fdl_erfcf)
 FDL_VM_ARRAY(fdl_exp_array_f64, double, fdl_exp)
+FDL_VM_ARRAY(fdl_exp_nonpos_array_f64, double, fdl_exp_nonpos)
 FDL_VM_ARRAY(fdl_log_array_f64, double, fdl_log)
 FDL_VM_ARRAY(fdl_tanh_array_f64, double, fdl_tanh)
 FDL_VM_ARRAY(fdl_erf_array_f64, double, fdl_erf)
