@@ -28,7 +28,7 @@ import operator
 
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 
 from fastdl._ext._blas cimport Mat, DT_FLOAT32, gemm_batched, check_blas_dims
 from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum, dtype_code,
@@ -76,6 +76,9 @@ cdef double NOGIL_MIN_WORK = 65536.0
 # The lowering buffer's hard cap (bytes), and the chunk size aimed at for speed.
 cdef Py_ssize_t _workspace_limit = 64 * 1024 * 1024
 cdef Py_ssize_t _chunk_target = 8 * 1024 * 1024
+# The fused path's unit: one image, or a block of its output rows, lowered into this many
+# bytes at most (about the L2 cache, so the GEMM reads the columns from L2).
+cdef Py_ssize_t _unit_target = 1024 * 1024
 # Grouped convolutions with at most this many input channels per group run the direct kernel.
 cdef Py_ssize_t _direct_max_cg = 8
 
@@ -104,6 +107,14 @@ def _set_chunk_target(Py_ssize_t nbytes):
     global _chunk_target
     previous = _chunk_target
     _chunk_target = max(1, nbytes)
+    return previous
+
+
+def _set_unit_target(Py_ssize_t nbytes):
+    """Tuning hook: the fused path's unit size aimed at (bytes); returns the previous."""
+    global _unit_target
+    previous = _unit_target
+    _unit_target = max(1, nbytes)
     return previous
 
 
@@ -280,7 +291,8 @@ cdef struct Lowered:
     char *y                           # forward output / backward dx, C-contiguous
     char *cols
     char *dyc                         # backward: the chunk's dY side by side (nb > 1)
-    Py_ssize_t nb, R                  # images per chunk, output rows per piece
+    Py_ssize_t nb, R                  # images per chunk, output rows per piece / unit
+    Py_ssize_t upi                    # fused path: units (row blocks) per image
 
 
 cdef void _plan(Lowered *p, Py_ssize_t per_col_elems) noexcept:
@@ -303,7 +315,7 @@ cdef void _plan(Lowered *p, Py_ssize_t per_col_elems) noexcept:
         p.R = max(1, min(p.g.Ho, target // max(col_bytes * p.g.Wo, 1)))
 
 
-cdef inline void _im2col_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t oh0,
+cdef inline void _im2col_item(const Lowered *p, char *cols, Py_ssize_t n0, Py_ssize_t oh0,
                               Py_ssize_t rows, Py_ssize_t ncols, Py_ssize_t it) noexcept nogil:
     cdef Py_ssize_t khw = p.g.kh * p.g.kw
     cdef Py_ssize_t b = it // p.K
@@ -316,10 +328,10 @@ cdef inline void _im2col_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t oh0,
     cdef Py_ssize_t dst = r * ncols + b * rows * p.g.Wo
     if p.dt == DT_FLOAT32:
         fdl_im2col_row_f32(<float *>p.x + src, p.sxh, p.sxw, &p.g, i, j, oh0, oh0 + rows,
-                           <float *>p.cols + dst)
+                           <float *>cols + dst)
     else:
         fdl_im2col_row_f64(<double *>p.x + src, p.sxh, p.sxw, &p.g, i, j, oh0, oh0 + rows,
-                           <double *>p.cols + dst)
+                           <double *>cols + dst)
 
 
 cdef inline void _fill_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t oh0, Py_ssize_t rows,
@@ -357,8 +369,9 @@ cdef inline void _dy_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t ncols,
             (<double *>p.dyc)[dst + k] = (<double *>p.dy)[src + k]
 
 
-cdef inline void _col2im_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t oh0,
-                              Py_ssize_t rows, Py_ssize_t ncols, Py_ssize_t it) noexcept nogil:
+cdef inline void _col2im_item(const Lowered *p, const char *cols, Py_ssize_t n0,
+                              Py_ssize_t oh0, Py_ssize_t rows, Py_ssize_t ncols,
+                              Py_ssize_t it) noexcept nogil:
     """Backward: add every tap row of channel c of image b back into its dx plane."""
     cdef Py_ssize_t b = it // p.C
     cdef Py_ssize_t c = it - b * p.C
@@ -370,17 +383,18 @@ cdef inline void _col2im_item(const Lowered *p, Py_ssize_t n0, Py_ssize_t oh0,
             r = (c * p.g.kh + i) * p.g.kw + j
             if p.dt == DT_FLOAT32:
                 fdl_col2im_row_f32(<float *>p.y + plane, &p.g, i, j, oh0, oh0 + rows,
-                                   <float *>p.cols + r * ncols + col0)
+                                   <const float *>cols + r * ncols + col0)
             else:
                 fdl_col2im_row_f64(<double *>p.y + plane, &p.g, i, j, oh0, oh0 + rows,
-                                   <double *>p.cols + r * ncols + col0)
+                                   <const double *>cols + r * ncols + col0)
 
 
 cdef void _lower(const Lowered *p, Py_ssize_t n0, Py_ssize_t nbc, Py_ssize_t oh0,
-                 Py_ssize_t rows, bint fill_bias, bint copy_dy, int nthreads) noexcept nogil:
+                 Py_ssize_t rows, bint fill_bias, bint copy_dy, int nthreads,
+                 bint lower_x=True) noexcept nogil:
     """Lower a chunk into cols (and fill y with the bias, or copy dY), in parallel."""
     cdef Py_ssize_t ncols = nbc * rows * p.g.Wo
-    cdef Py_ssize_t n_low = nbc * p.K
+    cdef Py_ssize_t n_low = nbc * p.K if lower_x else 0
     cdef Py_ssize_t n_extra = nbc * p.O if (fill_bias or copy_dy) else 0
     cdef Py_ssize_t items = n_low + n_extra, it
     if (p.K + p.O) * ncols < PARALLEL_MIN_ELEMENTS:
@@ -388,7 +402,7 @@ cdef void _lower(const Lowered *p, Py_ssize_t n0, Py_ssize_t nbc, Py_ssize_t oh0
     if nthreads <= 1:
         for it in range(items):
             if it < n_low:
-                _im2col_item(p, n0, oh0, rows, ncols, it)
+                _im2col_item(p, p.cols, n0, oh0, rows, ncols, it)
             elif fill_bias:
                 _fill_item(p, n0, oh0, rows, it - n_low)
             else:
@@ -396,7 +410,7 @@ cdef void _lower(const Lowered *p, Py_ssize_t n0, Py_ssize_t nbc, Py_ssize_t oh0
     else:
         for it in prange(items, schedule='static', num_threads=nthreads):
             if it < n_low:
-                _im2col_item(p, n0, oh0, rows, ncols, it)
+                _im2col_item(p, p.cols, n0, oh0, rows, ncols, it)
             elif fill_bias:
                 _fill_item(p, n0, oh0, rows, it - n_low)
             else:
@@ -411,10 +425,10 @@ cdef void _col2im(const Lowered *p, Py_ssize_t n0, Py_ssize_t nbc, Py_ssize_t oh
         nthreads = 1
     if nthreads <= 1:
         for it in range(items):
-            _col2im_item(p, n0, oh0, rows, ncols, it)
+            _col2im_item(p, p.cols, n0, oh0, rows, ncols, it)
     else:
         for it in prange(items, schedule='static', num_threads=nthreads):
-            _col2im_item(p, n0, oh0, rows, ncols, it)
+            _col2im_item(p, p.cols, n0, oh0, rows, ncols, it)
 
 
 cdef void _forward_lowered(const Lowered *p, const char *w, Py_ssize_t *a_off,
@@ -445,9 +459,9 @@ cdef void _forward_lowered(const Lowered *p, const char *w, Py_ssize_t *a_off,
         n0 += nbc
 
 
-cdef void _backward_lowered(const Lowered *p, const char *w, char *dw, bint need_dx,
-                            Py_ssize_t *a_off, Py_ssize_t *b_off, Py_ssize_t *c_off,
-                            int nthreads) noexcept nogil:
+cdef void _backward_lowered(const Lowered *p, const char *w, char *dw, bint need_dw,
+                            bint need_dx, Py_ssize_t *a_off, Py_ssize_t *b_off,
+                            Py_ssize_t *c_off, int nthreads) noexcept nogil:
     """dW over chunks in order (beta 0 first, then 1), and dX by GEMM + col2im per chunk."""
     cdef Py_ssize_t n0, oh0, nbc, rows, ncols, g, ld_dy
     cdef Py_ssize_t isz = p.isz
@@ -461,7 +475,7 @@ cdef void _backward_lowered(const Lowered *p, const char *w, char *dw, bint need
             rows = min(p.R, p.g.Ho - oh0)
             ncols = nbc * rows * p.g.Wo
             # One image's dY is already an (O x columns) matrix; several are copied side by side.
-            _lower(p, n0, nbc, oh0, rows, False, nbc > 1, nthreads)
+            _lower(p, n0, nbc, oh0, rows, False, nbc > 1, nthreads, need_dw)
             if nbc > 1:
                 dym = p.dyc
                 ld_dy = ncols
@@ -472,11 +486,12 @@ cdef void _backward_lowered(const Lowered *p, const char *w, char *dw, bint need
                 a_off[g] = g * p.Og * ld_dy * isz
                 b_off[g] = g * p.Kg * ncols * isz
                 c_off[g] = g * p.Og * p.Kg * isz
-            # dW_g += dY_g (Og x ncols) @ cols_gᵀ (ncols x Kg)
-            gemm_batched(p.dt, p.groups, p.Og, p.Kg, ncols, 1.0, _mat(dym, ld_dy, False), a_off,
-                         _mat(p.cols, ncols, True), b_off, 0.0 if first else 1.0,
-                         _mat(dw, p.Kg, False), c_off, NULL, nthreads)
-            first = False
+            if need_dw:
+                # dW_g += dY_g (Og x ncols) @ cols_gᵀ (ncols x Kg)
+                gemm_batched(p.dt, p.groups, p.Og, p.Kg, ncols, 1.0, _mat(dym, ld_dy, False),
+                             a_off, _mat(p.cols, ncols, True), b_off, 0.0 if first else 1.0,
+                             _mat(dw, p.Kg, False), c_off, NULL, nthreads)
+                first = False
             if need_dx:
                 for g in range(p.groups):
                     a_off[g] = g * p.Og * p.Kg * isz
@@ -489,6 +504,139 @@ cdef void _backward_lowered(const Lowered *p, const char *w, char *dw, bint need
                 _col2im(p, n0, nbc, oh0, rows, nthreads)
             oh0 += rows
         n0 += nbc
+
+
+# --------------------------------------------------------------------------------------
+# The fused lowered path: one work item lowers one unit (an image, or a block of its output
+# rows, sized by the shape alone) into its thread's own L2-sized buffer and multiplies it at
+# once with one single-threaded GEMM call (gemm_batched with one thread: no OpenMP region
+# inside the parallel loop). The columns never go out to memory, there is one parallel region
+# per call, and the dynamic schedule absorbs a core taken by another process; each unit's
+# result is computed the same way on whichever thread, so the bits are thread-independent.
+
+cdef inline void _unit(const Lowered *p, Py_ssize_t u, Py_ssize_t *n, Py_ssize_t *oh0,
+                       Py_ssize_t *rows) noexcept nogil:
+    n[0] = u // p.upi
+    oh0[0] = (u - n[0] * p.upi) * p.R
+    rows[0] = min(p.R, p.g.Ho - oh0[0])
+
+
+cdef void _fwd_unit(const Lowered *p, const char *w, char *buf, Py_ssize_t *off,
+                    Py_ssize_t u) noexcept nogil:
+    cdef Py_ssize_t n, oh0, rows, ncols, r, o, g, G = p.groups, isz = p.isz
+    _unit(p, u, &n, &oh0, &rows)
+    ncols = rows * p.g.Wo
+    for r in range(p.K):
+        _im2col_item(p, buf, n, oh0, rows, ncols, r)
+    if p.bias != NULL:
+        for o in range(p.O):
+            _fill_item(p, n, oh0, rows, o)
+    for g in range(G):
+        off[g] = g * p.Og * p.Kg * isz
+        off[G + g] = g * p.Kg * ncols * isz
+        off[2 * G + g] = ((n * p.O + g * p.Og) * p.HWo + oh0 * p.g.Wo) * isz
+    gemm_batched(p.dt, G, p.Og, ncols, p.Kg, 1.0, _mat(<char *>w, p.Kg, False), off,
+                 _mat(buf, ncols, False), off + G, 1.0 if p.bias != NULL else 0.0,
+                 _mat(p.y, p.HWo, False), off + 2 * G, NULL, 1)
+
+
+cdef void _forward_fused(const Lowered *p, const char *w, char *bufs, Py_ssize_t buf_bytes,
+                         Py_ssize_t *offs, int nthreads) noexcept nogil:
+    cdef Py_ssize_t units = p.N * p.upi, u
+    cdef int t
+    if nthreads <= 1:
+        for u in range(units):
+            _fwd_unit(p, w, bufs, offs, u)
+    else:
+        for u in prange(units, schedule='dynamic', num_threads=nthreads):
+            t = threadid()
+            _fwd_unit(p, w, bufs + t * buf_bytes, offs + t * 3 * p.groups, u)
+
+
+cdef void _dw_range(const Lowered *p, char *buf, char *slot, Py_ssize_t *off, Py_ssize_t u0,
+                    Py_ssize_t u1) noexcept nogil:
+    """slot = sum over units u0..u1-1, in order, of dY_u @ cols_uᵀ (per group)."""
+    cdef Py_ssize_t u, n, oh0, rows, ncols, r, g, G = p.groups, isz = p.isz
+    for u in range(u0, u1):
+        _unit(p, u, &n, &oh0, &rows)
+        ncols = rows * p.g.Wo
+        for r in range(p.K):
+            _im2col_item(p, buf, n, oh0, rows, ncols, r)
+        for g in range(G):
+            off[g] = g * p.Og * p.HWo * isz
+            off[G + g] = g * p.Kg * ncols * isz
+            off[2 * G + g] = g * p.Og * p.Kg * isz
+        gemm_batched(p.dt, G, p.Og, p.Kg, ncols, 1.0,
+                     _mat(p.dy + (n * p.O * p.HWo + oh0 * p.g.Wo) * isz, p.HWo, False), off,
+                     _mat(buf, ncols, True), off + G, 0.0 if u == u0 else 1.0,
+                     _mat(slot, p.Kg, False), off + 2 * G, NULL, 1)
+
+
+cdef void _dw_fused(const Lowered *p, char *dw, char *slots, Py_ssize_t parts, char *bufs,
+                    Py_ssize_t buf_bytes, Py_ssize_t *offs, int nthreads) noexcept nogil:
+    """dW from `parts` fixed ranges of units (part 0 into dw, part i into slot i - 1), then
+    dw += slot 1, slot 2, ... in order: the bits depend on the shape and the processor count
+    only (parts), never on which thread ran which part."""
+    cdef Py_ssize_t units = p.N * p.upi, i, e, size = p.O * p.Kg
+    cdef Py_ssize_t slot_bytes = size * p.isz
+    cdef int t
+    if nthreads <= 1 or parts <= 1:
+        for i in range(parts):
+            _dw_range(p, bufs, dw if i == 0 else slots + (i - 1) * slot_bytes, offs,
+                      units * i // parts, units * (i + 1) // parts)
+    else:
+        for i in prange(parts, schedule='static', num_threads=nthreads):
+            t = threadid()
+            _dw_range(p, bufs + t * buf_bytes, dw if i == 0 else slots + (i - 1) * slot_bytes,
+                      offs + t * 3 * p.groups, units * i // parts, units * (i + 1) // parts)
+    for i in range(1, parts):
+        if p.dt == DT_FLOAT32:
+            for e in range(size):
+                (<float *>dw)[e] += (<float *>(slots + (i - 1) * slot_bytes))[e]
+        else:
+            for e in range(size):
+                (<double *>dw)[e] += (<double *>(slots + (i - 1) * slot_bytes))[e]
+
+
+cdef void _dx_image(const Lowered *p, const char *w, char *buf, Py_ssize_t *off,
+                    Py_ssize_t n) noexcept nogil:
+    """dx[n]: dcols = Wᵀ dY[n] into the thread's buffer, then col2im of every channel."""
+    cdef Py_ssize_t g, c, G = p.groups, isz = p.isz
+    for g in range(G):
+        off[g] = g * p.Og * p.Kg * isz
+        off[G + g] = (n * p.O + g * p.Og) * p.HWo * isz
+        off[2 * G + g] = g * p.Kg * p.HWo * isz
+    gemm_batched(p.dt, G, p.Kg, p.HWo, p.Og, 1.0, _mat(<char *>w, p.Kg, True), off,
+                 _mat(p.dy, p.HWo, False), off + G, 0.0, _mat(buf, p.HWo, False), off + 2 * G,
+                 NULL, 1)
+    for c in range(p.C):
+        _col2im_item(p, buf, n, 0, p.g.Ho, p.HWo, c)
+
+
+cdef void _dx_fused(const Lowered *p, const char *w, char *bufs, Py_ssize_t buf_bytes,
+                    Py_ssize_t *offs, int nthreads) noexcept nogil:
+    cdef Py_ssize_t n
+    cdef int t
+    if nthreads <= 1:
+        for n in range(p.N):
+            _dx_image(p, w, bufs, offs, n)
+    else:
+        for n in prange(p.N, schedule='dynamic', num_threads=nthreads):
+            t = threadid()
+            _dx_image(p, w, bufs + t * buf_bytes, offs + t * 3 * p.groups, n)
+
+
+cdef bint _fused_units(Lowered *p) noexcept:
+    """Choose the fused path's units (p.R, p.upi) from the shape; False when the fused path
+    does not apply (fewer units than processors, or a unit over its share of the cap)."""
+    cdef Py_ssize_t row_bytes = p.K * p.g.Wo * p.isz
+    cdef Py_ssize_t procs = _procs()
+    if row_bytes * p.g.Ho <= _unit_target:
+        p.R = p.g.Ho
+    else:
+        p.R = max(1, _unit_target // max(row_bytes, 1))
+    p.upi = (p.g.Ho + p.R - 1) // p.R
+    return p.N * p.upi >= procs and row_bytes * p.R * procs <= _workspace_limit
 
 
 cdef int _init_lowered(Lowered *p, _Geometry geo, cnp.ndarray X) except -1:
@@ -705,37 +853,9 @@ cdef cnp.ndarray _new(tuple shape, int typenum):
     return cnp.PyArray_EMPTY(4, dims, typenum, 0)
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``), NCHW.
-
-    ``x (N, C, H, W)``, ``w (O, C/groups, kh, kw)``, ``b (O,)`` or None ->
-    ``y (N, O, Ho, Wo)`` with ``Ho = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) //
-    stride + 1`` (likewise Wo). ``stride``, ``padding`` and ``dilation`` are ints or
-    (height, width) pairs; ``padding`` may also be ``'valid'`` (0) or ``'same'`` (stride 1
-    only; output size = input size; an odd total padding puts the extra pixel at the
-    bottom/right, as PyTorch).
-
-    Raises ``TypeError`` for a non-numeric dtype or a non-integer hyper-parameter type and
-    ``ValueError`` for wrong shapes (naming them), channels not divisible by ``groups``,
-    non-positive stride/dilation/groups, negative padding, or a kernel larger than the
-    padded input.
-    """
-    cdef cnp.ndarray X = as_float_array(x, "conv2d", "x")
-    cdef cnp.ndarray W = as_float_array(w, "conv2d", "w")
-    cdef cnp.ndarray Bv = None
-    cdef int typenum = common_typenum(X, W)
-    if b is not None:
-        Bv = as_float_array(b, "conv2d", "b")
-        if cnp.PyArray_TYPE(Bv) != cnp.NPY_FLOAT:
-            typenum = cnp.NPY_DOUBLE
-    cdef _Geometry geo = _geometry(X, W, stride, padding, dilation, groups, "conv2d")
-    if Bv is not None and (cnp.PyArray_NDIM(Bv) != 1 or Bv.shape[0] != geo.O):
-        raise ValueError(f"fastdl.conv2d: b has shape {shape_of(Bv)}, expected ({geo.O},) to "
-                         f"match w of shape {shape_of(W)}")
-    X = as_typenum(X, typenum)
-    W = _aligned_c(as_typenum(W, typenum))
-    if Bv is not None:
-        Bv = _aligned_c(as_typenum(Bv, typenum))
+cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometry geo):
+    """y = conv(X, W) + b for validated, converted operands (W, Bv C-contiguous)."""
+    cdef int typenum = cnp.PyArray_TYPE(W)
     cdef cnp.ndarray Y = _new((geo.N, geo.O, geo.g.Ho, geo.g.Wo), typenum)
     if cnp.PyArray_SIZE(Y) == 0:
         return Y
@@ -743,12 +863,12 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
         Y[...] = 0 if Bv is None else Bv[:, None, None]
         return Y
 
-    cdef int dt = dtype_code(X)
+    cdef int dt = dtype_code(W)
     cdef int nthreads = current_threads()
-    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(W)
     cdef char *bias = <char *>cnp.PyArray_DATA(Bv) if Bv is not None else NULL
     cdef double work = <double>cnp.PyArray_SIZE(Y) * geo.Kg
-    cdef Py_ssize_t items, it, ld, bi, n, g
+    cdef Py_ssize_t items, ld, bi, n, g, unit_bytes
     cdef fdl_conv_geom gm = geo.g
     cdef char *xp
     cdef char *wp = <char *>cnp.PyArray_DATA(W)
@@ -763,8 +883,6 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
         X = _aligned_c(X)
         xp = <char *>cnp.PyArray_DATA(X)
         items = geo.N * geo.O
-        if cnp.PyArray_SIZE(Y) < PARALLEL_MIN_ELEMENTS:
-            nthreads = 1
         if work >= NOGIL_MIN_WORK:
             with nogil:
                 _direct_forward(dt, xp, wp, bias, yp, &gm, geo.C, geo.O, geo.Cg, geo.Og, items,
@@ -803,6 +921,17 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     _init_lowered(&p, geo, X)
     p.bias = bias
     p.y = yp
+    if _fused_units(&p):
+        unit_bytes = geo.K * p.R * geo.g.Wo * isz
+        nthreads = max(1, min(nthreads, _workspace_limit // unit_bytes, geo.N * p.upi))
+        cols = np.empty(nthreads * unit_bytes, dtype=np.uint8)
+        offs = np.empty(3 * geo.groups * nthreads, dtype=np.intp)
+        check_blas_dims(_mat(wp, geo.Kg, False), _mat(yp, geo.HWo, False),
+                        _mat(yp, geo.HWo, False))
+        with nogil:
+            _forward_fused(&p, wp, <char *>cnp.PyArray_DATA(cols), unit_bytes,
+                           <Py_ssize_t *>cnp.PyArray_DATA(offs), nthreads)
+        return Y
     _plan(&p, geo.K)
     cols = np.empty(geo.K * p.nb * p.R * geo.g.Wo, dtype=X.dtype)
     p.cols = <char *>cnp.PyArray_DATA(cols)
@@ -819,6 +948,69 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     else:
         _forward_lowered(&p, wp, a_off, b_off, c_off, nthreads)
     return Y
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as PyTorch's ``conv2d``), NCHW.
+
+    ``x (N, C, H, W)``, ``w (O, C/groups, kh, kw)``, ``b (O,)`` or None ->
+    ``y (N, O, Ho, Wo)`` with ``Ho = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) //
+    stride + 1`` (likewise Wo). ``stride``, ``padding`` and ``dilation`` are ints or
+    (height, width) pairs; ``padding`` may also be ``'valid'`` (0) or ``'same'`` (stride 1
+    only; output size = input size; an odd total padding puts the extra pixel at the
+    bottom/right, as PyTorch).
+
+    Raises ``TypeError`` for a non-numeric dtype or a non-integer hyper-parameter type and
+    ``ValueError`` for wrong shapes (naming them), channels not divisible by ``groups``,
+    non-positive stride/dilation/groups, negative padding, or a kernel larger than the
+    padded input.
+    """
+    cdef cnp.ndarray X = as_float_array(x, "conv2d", "x")
+    cdef cnp.ndarray W = as_float_array(w, "conv2d", "w")
+    cdef cnp.ndarray Bv = None
+    cdef int typenum = common_typenum(X, W)
+    if b is not None:
+        Bv = as_float_array(b, "conv2d", "b")
+        if cnp.PyArray_TYPE(Bv) != cnp.NPY_FLOAT:
+            typenum = cnp.NPY_DOUBLE
+    cdef _Geometry geo = _geometry(X, W, stride, padding, dilation, groups, "conv2d")
+    if Bv is not None and (cnp.PyArray_NDIM(Bv) != 1 or Bv.shape[0] != geo.O):
+        raise ValueError(f"fastdl.conv2d: b has shape {shape_of(Bv)}, expected ({geo.O},) to "
+                         f"match w of shape {shape_of(W)}")
+    X = as_typenum(X, typenum)
+    W = _aligned_c(as_typenum(W, typenum))
+    if Bv is not None:
+        Bv = _aligned_c(as_typenum(Bv, typenum))
+    return _forward(X, W, Bv, geo)
+
+
+cdef _Geometry _transposed_geometry(_Geometry geo):
+    """The geometry of dx = conv(dy, w flipped and transposed) for a stride-1 convolution:
+    input Ho x Wo, output H x W, padding d*(k-1) - p on each side (None if that is negative)."""
+    cdef _Geometry t = _Geometry()
+    cdef Py_ssize_t ekh = geo.g.dh * (geo.g.kh - 1), ekw = geo.g.dw * (geo.g.kw - 1)
+    cdef Py_ssize_t pb = ekh + geo.g.Ho - 1 - (geo.g.H - 1) - geo.g.pt   # bottom padding
+    cdef Py_ssize_t pr = ekw + geo.g.Wo - 1 - (geo.g.W - 1) - geo.g.pl
+    if geo.g.sh != 1 or geo.g.sw != 1 or geo.g.pt > ekh or geo.g.pl > ekw or pb > ekh \
+            or pr > ekw or pb < 0 or pr < 0:
+        return None
+    t.g = geo.g
+    t.g.H = geo.g.Ho
+    t.g.W = geo.g.Wo
+    t.g.Ho = geo.g.H
+    t.g.Wo = geo.g.W
+    t.g.pt = ekh - geo.g.pt
+    t.g.pl = ekw - geo.g.pl
+    t.N = geo.N
+    t.C = geo.O
+    t.O = geo.C
+    t.groups = geo.groups
+    t.Cg = geo.Og
+    t.Og = geo.Cg
+    t.Kg = geo.Og * geo.g.kh * geo.g.kw
+    t.K = geo.O * geo.g.kh * geo.g.kw
+    t.HWo = geo.g.H * geo.g.W
+    return t
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need_bias=True):
@@ -843,27 +1035,28 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     X = as_typenum(X, typenum)
     W = _aligned_c(as_typenum(W, typenum))
     DY = _aligned_c(as_typenum(DY, typenum))
-    cdef cnp.ndarray DX = np.zeros(shape_of(X), dtype=X.dtype)
+    cdef cnp.ndarray DX = None
     cdef cnp.ndarray DW = np.empty(shape_of(W), dtype=X.dtype)
     cdef cnp.ndarray DB = np.empty((geo.O,), dtype=X.dtype) if need_bias else None
     cdef int dt = dtype_code(X)
-    cdef int nthreads = current_threads()
+    cdef int nthreads = current_threads(), nth
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
     cdef double work = <double>cnp.PyArray_SIZE(DY) * geo.Kg
     cdef char *dyp = <char *>cnp.PyArray_DATA(DY)
     cdef char *wp = <char *>cnp.PyArray_DATA(W)
-    cdef char *dxp = <char *>cnp.PyArray_DATA(DX)
+    cdef char *dxp
     cdef char *dwp = <char *>cnp.PyArray_DATA(DW)
     cdef char *xp
     cdef fdl_conv_geom gm = geo.g
-    cdef Py_ssize_t items, it, n, g, bi, ld
-    cdef cnp.ndarray offs, cols, dyc, acc
+    cdef Py_ssize_t items, n, g, bi, ld, unit_bytes, parts
+    cdef cnp.ndarray offs, cols, dyc, acc, slots
     cdef Py_ssize_t *a_off
     cdef Py_ssize_t *b_off
     cdef Py_ssize_t *c_off
     cdef double *accp
     cdef Lowered p
-    cdef bint pointwise
+    cdef bint pointwise, dw_done = False, dx_done = False
+    cdef _Geometry tgeo
 
     if DB is not None:
         if cnp.PyArray_SIZE(DY) == 0:
@@ -874,9 +1067,11 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
                            nthreads)
     if cnp.PyArray_SIZE(DY) == 0 or geo.C == 0:
         DW[...] = 0
-        return DX, DW, DB
+        return np.zeros(shape_of(X), dtype=X.dtype), DW, DB
 
     if _direct(geo):
+        DX = np.zeros(shape_of(X), dtype=X.dtype)
+        dxp = <char *>cnp.PyArray_DATA(DX)
         X = _aligned_c(X)
         xp = <char *>cnp.PyArray_DATA(X)
         acc = np.empty(geo.O * geo.Kg, dtype=np.float64)
@@ -891,8 +1086,11 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
         return DX, DW, DB
 
     pointwise = _pointwise(geo)
+    tgeo = None if pointwise else _transposed_geometry(geo)
     if pointwise:
         # dX[n] (C x HW) = Wᵀ (C x O) @ dY[n], straight into dx: no col2im.
+        DX = np.empty(shape_of(X), dtype=X.dtype)
+        dxp = <char *>cnp.PyArray_DATA(DX)
         items = geo.N * geo.groups
         offs = np.empty(3 * items, dtype=np.intp)
         a_off = <Py_ssize_t *>cnp.PyArray_DATA(offs)
@@ -908,11 +1106,52 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
             gemm_batched(dt, items, geo.Cg, geo.HWo, geo.Og, 1.0, _mat(wp, geo.Cg, True), a_off,
                          _mat(dyp, geo.HWo, False), b_off, 0.0, _mat(dxp, geo.HWo, False),
                          c_off, NULL, nthreads)
+        dx_done = True
+    elif tgeo is not None:
+        # Stride 1: dx is the convolution of dy with w flipped in space and with in/out
+        # channels swapped per group, a forward conv with K = O*kh*kw: one efficient GEMM
+        # (k = O*kh*kw) where Wᵀ dY has k = O only, and no col2im scatter.
+        Wt = W.reshape(geo.groups, geo.Og, geo.Cg, geo.g.kh, geo.g.kw)[:, :, :, ::-1, ::-1]
+        Wt = np.ascontiguousarray(Wt.transpose(0, 2, 1, 3, 4)).reshape(
+            geo.C, geo.Og, geo.g.kh, geo.g.kw)
+        DX = _forward(DY, Wt, None, tgeo)
+        dx_done = True
 
     X = _strided_ok(X)
     _init_lowered(&p, geo, X)
     p.dy = dyp
-    p.y = dxp
+    if _fused_units(&p):
+        unit_bytes = geo.K * p.R * geo.g.Wo * isz
+        parts = _procs()
+        nth = max(1, min(nthreads, _workspace_limit // unit_bytes, parts))
+        cols = np.empty(nth * unit_bytes, dtype=np.uint8)
+        offs = np.empty(3 * geo.groups * nth, dtype=np.intp)
+        slots = np.empty((parts - 1) * geo.O * geo.Kg, dtype=X.dtype)
+        check_blas_dims(_mat(dyp, geo.HWo, False), _mat(dwp, geo.Kg, False),
+                        _mat(dwp, geo.Kg, False))
+        with nogil:
+            _dw_fused(&p, dwp, <char *>cnp.PyArray_DATA(slots), parts,
+                      <char *>cnp.PyArray_DATA(cols), unit_bytes,
+                      <Py_ssize_t *>cnp.PyArray_DATA(offs), nth)
+        dw_done = True
+    if not dx_done and geo.N >= _procs() and geo.K * geo.HWo * isz * _procs() <= _workspace_limit:
+        DX = np.zeros(shape_of(X), dtype=X.dtype)
+        p.y = <char *>cnp.PyArray_DATA(DX)
+        unit_bytes = geo.K * geo.HWo * isz
+        nth = max(1, min(nthreads, _workspace_limit // unit_bytes, geo.N))
+        cols = np.empty(nth * unit_bytes, dtype=np.uint8)
+        offs = np.empty(3 * geo.groups * nth, dtype=np.intp)
+        with nogil:
+            _dx_fused(&p, wp, <char *>cnp.PyArray_DATA(cols), unit_bytes,
+                      <Py_ssize_t *>cnp.PyArray_DATA(offs), nth)
+        dx_done = True
+    if dw_done and dx_done:
+        return DX, DW, DB
+
+    # The chunked path (few images, or images too big for the fused path's units).
+    if not dx_done:
+        DX = np.zeros(shape_of(X), dtype=X.dtype)
+        p.y = <char *>cnp.PyArray_DATA(DX)
     _plan(&p, geo.K + geo.O)
     ld = p.nb * p.R * geo.g.Wo
     cols = np.empty(geo.K * ld, dtype=X.dtype)
@@ -927,7 +1166,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     check_blas_dims(_mat(dyp, geo.HWo, False), _mat(p.cols, ld, False), _mat(dwp, geo.Kg, False))
     if work >= NOGIL_MIN_WORK:
         with nogil:
-            _backward_lowered(&p, wp, dwp, not pointwise, a_off, b_off, c_off, nthreads)
+            _backward_lowered(&p, wp, dwp, not dw_done, not dx_done, a_off, b_off, c_off,
+                              nthreads)
     else:
-        _backward_lowered(&p, wp, dwp, not pointwise, a_off, b_off, c_off, nthreads)
+        _backward_lowered(&p, wp, dwp, not dw_done, not dx_done, a_off, b_off, c_off, nthreads)
     return DX, DW, DB
