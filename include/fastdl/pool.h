@@ -6,7 +6,12 @@
  * Max: an element replaces the running maximum when it is greater or NaN, scanning the window
  * row by row (PyTorch's rule, so NaN wins and the indices agree with PyTorch's); the index is
  * the flat h*W + w offset within the plane, and starts at the first element of the clipped
- * window (an all -inf window points there).
+ * window (an all -inf window points there). Average: the window sum in the same scan order,
+ * times 1/(kh*kw).
+ * Measured (Zen 4, one thread, 112x112 planes in cache): the per-window scalar loop with a
+ * branch took 1.0 ns per input element for 2x2 with indices and 1.8 for 3x3/s2/p1 (random
+ * data: the branch mispredicts); applying each window offset to a whole output row with
+ * selects vectorises across outputs.
  */
 #ifndef FASTDL_POOL_H
 #define FASTDL_POOL_H
@@ -22,7 +27,7 @@ typedef struct {
 } fdl_pool_geom;
 
 /* The clipped window [h0, h1) x [w0, w1) of output (oh, ow). */
-static inline void fdl_pool_window(const fdl_pool_geom *g, ptrdiff_t oh, ptrdiff_t ow,
+FDL_INLINE void fdl_pool_window(const fdl_pool_geom *g, ptrdiff_t oh, ptrdiff_t ow,
                                    ptrdiff_t *h0, ptrdiff_t *h1, ptrdiff_t *w0, ptrdiff_t *w1)
 {
     ptrdiff_t hs = oh * g->sh - g->ph, ws = ow * g->sw - g->pw;
@@ -34,26 +39,68 @@ static inline void fdl_pool_window(const fdl_pool_geom *g, ptrdiff_t oh, ptrdiff
 }
 
 #define FDL_DEFINE_POOL(T, SFX, SEL)                                                          \
-/* max pooling of one plane, any geometry; idx may be NULL */                                \
+/* Input row h of the plane as seen through horizontal padding: r[pw + w] = x[h][w], pad     \
+ * elsewhere. Without horizontal padding, the row itself (no copy). */                        \
+FDL_INLINE const T *fdl_pool_row_##SFX(const fdl_pool_geom *g, const T *x, ptrdiff_t h,      \
+                                       T *buf, T pad)                                         \
+{                                                                                             \
+    const T *row = x + h * g->W;                                                              \
+    if (g->pw == 0) return row;                                                               \
+    for (ptrdiff_t w = 0; w < g->pw; ++w) buf[w] = pad;                                       \
+    memcpy(buf + g->pw, row, sizeof(T) * (size_t)g->W);                                       \
+    for (ptrdiff_t w = g->pw + g->W; w < g->W + 2 * g->pw + g->kw; ++w) buf[w] = pad;         \
+    return buf;                                                                               \
+}                                                                                             \
+/* One window offset applied to a row of outputs: m (and at, if given) updated in place. */   \
+FDL_INLINE void fdl_maxrow_##SFX(const T *FDL_RESTRICT rj, T *FDL_RESTRICT m,                 \
+                                 int64_t *FDL_RESTRICT at, int64_t base, ptrdiff_t Wo,        \
+                                 ptrdiff_t sw)                                                \
+{                                                                                             \
+    if (at) {                                                                                 \
+        for (ptrdiff_t ow = 0; ow < Wo; ++ow) {                                               \
+            T v = rj[ow * sw];                                                                \
+            int take = (v > m[ow]) | (v != v);                                                \
+            m[ow] = SEL(take, v, m[ow]);                                                      \
+            at[ow] = take ? base + (int64_t)(ow * sw) : at[ow];                               \
+        }                                                                                     \
+    } else {                                                                                  \
+        for (ptrdiff_t ow = 0; ow < Wo; ++ow) {                                               \
+            T v = rj[ow * sw];                                                                \
+            m[ow] = SEL((v > m[ow]) | (v != v), v, m[ow]);                                    \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+/* Max pooling of one plane, any geometry; idx may be NULL. Output row by output row: the    \
+ * window offsets (i, j) in PyTorch's scan order, each applied to the whole row of outputs   \
+ * (branch-free selects, vectorised across outputs). Rows outside the plane are skipped (pad \
+ * never wins); horizontal padding reads a -inf padded copy of the row. buf: W + 2pw + kw. */ \
 FDL_DISPATCH static void fdl_maxpool_plane_##SFX(const fdl_pool_geom *g,                     \
                                                  const T *FDL_RESTRICT x, T *FDL_RESTRICT y,  \
-                                                 int64_t *FDL_RESTRICT idx)                   \
+                                                 int64_t *FDL_RESTRICT idx, T *buf)           \
 {                                                                                             \
-    ptrdiff_t h0, h1, w0, w1;                                                                 \
+    const ptrdiff_t Wo = g->Wo, sw = g->sw, pw = g->pw, W = g->W;                             \
     for (ptrdiff_t oh = 0; oh < g->Ho; ++oh) {                                                \
-        for (ptrdiff_t ow = 0; ow < g->Wo; ++ow) {                                            \
-            fdl_pool_window(g, oh, ow, &h0, &h1, &w0, &w1);                                   \
-            T m = -(T)INFINITY;                                                               \
-            ptrdiff_t at = h0 * g->W + w0;                                                    \
-            for (ptrdiff_t h = h0; h < h1; ++h) {                                             \
-                const T *row = x + h * g->W;                                                  \
-                for (ptrdiff_t w = w0; w < w1; ++w) {                                         \
-                    T v = row[w];                                                             \
-                    if (v > m || v != v) { m = v; at = h * g->W + w; }                        \
-                }                                                                             \
+        T *m = y + oh * Wo;                                                                   \
+        int64_t *at = idx ? idx + oh * Wo : NULL;                                             \
+        ptrdiff_t hs = oh * g->sh - g->ph;                                                    \
+        ptrdiff_t h0 = hs < 0 ? 0 : hs, h1 = hs + g->kh < g->H ? hs + g->kh : g->H;           \
+        for (ptrdiff_t ow = 0; ow < Wo; ++ow) m[ow] = -(T)INFINITY;                           \
+        if (at) {                                                                             \
+            for (ptrdiff_t ow = 0; ow < Wo; ++ow) {                                           \
+                ptrdiff_t ws = ow * sw - pw;                                                  \
+                at[ow] = (int64_t)(h0 * W + (ws < 0 ? 0 : ws));                               \
             }                                                                                 \
-            y[oh * g->Wo + ow] = m;                                                           \
-            if (idx) idx[oh * g->Wo + ow] = (int64_t)at;                                      \
+        }                                                                                     \
+        for (ptrdiff_t h = h0; h < h1; ++h) {                                                 \
+            const T *r = fdl_pool_row_##SFX(g, x, h, buf, -(T)INFINITY);                      \
+            for (ptrdiff_t j = 0; j < g->kw; ++j) {                                           \
+                int64_t base = (int64_t)(h * W + j - pw);                                     \
+                /* constant strides, so the strided loads vectorise (a run-time stride        \
+                 * left the loop scalar) */                                                   \
+                if (sw == 1) fdl_maxrow_##SFX(r + j, m, at, base, Wo, 1);                     \
+                else if (sw == 2) fdl_maxrow_##SFX(r + j, m, at, base, Wo, 2);                \
+                else fdl_maxrow_##SFX(r + j, m, at, base, Wo, sw);                            \
+            }                                                                                 \
         }                                                                                     \
     }                                                                                         \
 }                                                                                             \
@@ -85,20 +132,33 @@ static void fdl_maxpool_bwd_plane_##SFX(ptrdiff_t HW, ptrdiff_t HoWo,           
     memset(dx, 0, sizeof(T) * (size_t)HW);                                                    \
     for (ptrdiff_t i = 0; i < HoWo; ++i) dx[idx[i]] += dy[i];                                 \
 }                                                                                             \
-/* average pooling of one plane: window sums (row by row) over kh*kw */                       \
-FDL_DISPATCH static void fdl_avgpool_plane_##SFX(const fdl_pool_geom *g,                     \
-                                                 const T *FDL_RESTRICT x, T *FDL_RESTRICT y)  \
+FDL_INLINE void fdl_sumrow_##SFX(const T *FDL_RESTRICT rj, T *FDL_RESTRICT s, ptrdiff_t Wo,   \
+                                 ptrdiff_t sw)                                                \
 {                                                                                             \
-    ptrdiff_t h0, h1, w0, w1;                                                                 \
+    for (ptrdiff_t ow = 0; ow < Wo; ++ow) s[ow] += rj[ow * sw];                               \
+}                                                                                             \
+/* Average pooling of one plane, row by row as max pooling (zero padding: rows outside the \
+ * plane add nothing, a zero-padded copy of the row otherwise). buf: W + 2pw + kw. */        \
+FDL_DISPATCH static void fdl_avgpool_plane_##SFX(const fdl_pool_geom *g,                     \
+                                                 const T *FDL_RESTRICT x, T *FDL_RESTRICT y,  \
+                                                 T *buf)                                      \
+{                                                                                             \
+    const ptrdiff_t Wo = g->Wo, sw = g->sw;                                                   \
     T inv = (T)1 / (T)(g->kh * g->kw);                                                        \
     for (ptrdiff_t oh = 0; oh < g->Ho; ++oh) {                                                \
-        for (ptrdiff_t ow = 0; ow < g->Wo; ++ow) {                                            \
-            fdl_pool_window(g, oh, ow, &h0, &h1, &w0, &w1);                                   \
-            T s = 0;                                                                          \
-            for (ptrdiff_t h = h0; h < h1; ++h)                                               \
-                for (ptrdiff_t w = w0; w < w1; ++w) s += x[h * g->W + w];                     \
-            y[oh * g->Wo + ow] = s * inv;                                                     \
+        T *s = y + oh * Wo;                                                                   \
+        ptrdiff_t hs = oh * g->sh - g->ph;                                                    \
+        ptrdiff_t h0 = hs < 0 ? 0 : hs, h1 = hs + g->kh < g->H ? hs + g->kh : g->H;           \
+        for (ptrdiff_t ow = 0; ow < Wo; ++ow) s[ow] = 0;                                      \
+        for (ptrdiff_t h = h0; h < h1; ++h) {                                                 \
+            const T *r = fdl_pool_row_##SFX(g, x, h, buf, (T)0);                              \
+            for (ptrdiff_t j = 0; j < g->kw; ++j) {                                           \
+                if (sw == 1) fdl_sumrow_##SFX(r + j, s, Wo, 1);                               \
+                else if (sw == 2) fdl_sumrow_##SFX(r + j, s, Wo, 2);                          \
+                else fdl_sumrow_##SFX(r + j, s, Wo, sw);                                      \
+            }                                                                                 \
         }                                                                                     \
+        for (ptrdiff_t ow = 0; ow < Wo; ++ow) s[ow] *= inv;                                   \
     }                                                                                         \
 }                                                                                             \
 /* dx (zeroed here) += dy / (kh*kw) over each window, outputs in order */                     \

@@ -24,17 +24,19 @@ cnp.import_array()
 cdef extern from "fastdl/pool.h" nogil:
     ctypedef struct fdl_pool_geom:
         Py_ssize_t H, W, Ho, Wo, kh, kw, sh, sw, ph, pw
-    void fdl_maxpool_plane_f32(const fdl_pool_geom *g, const float *x, float *y, int64_t *idx)
+    void fdl_maxpool_plane_f32(const fdl_pool_geom *g, const float *x, float *y, int64_t *idx,
+                               float *buf)
     void fdl_maxpool_plane_f64(const fdl_pool_geom *g, const double *x, double *y,
-                               int64_t *idx)
+                               int64_t *idx, double *buf)
     void fdl_maxpool22_plane_f32(const fdl_pool_geom *g, const float *x, float *y)
     void fdl_maxpool22_plane_f64(const fdl_pool_geom *g, const double *x, double *y)
     void fdl_maxpool_bwd_plane_f32(Py_ssize_t HW, Py_ssize_t HoWo, const float *dy,
                                    const int64_t *idx, float *dx)
     void fdl_maxpool_bwd_plane_f64(Py_ssize_t HW, Py_ssize_t HoWo, const double *dy,
                                    const int64_t *idx, double *dx)
-    void fdl_avgpool_plane_f32(const fdl_pool_geom *g, const float *x, float *y)
-    void fdl_avgpool_plane_f64(const fdl_pool_geom *g, const double *x, double *y)
+    void fdl_avgpool_plane_f32(const fdl_pool_geom *g, const float *x, float *y, float *buf)
+    void fdl_avgpool_plane_f64(const fdl_pool_geom *g, const double *x, double *y,
+                               double *buf)
     void fdl_avgpool_bwd_plane_f32(const fdl_pool_geom *g, const float *dy, float *dx)
     void fdl_avgpool_bwd_plane_f64(const fdl_pool_geom *g, const double *dy, double *dx)
     double fdl_pool_sum_f32(const float *x, Py_ssize_t n)
@@ -61,6 +63,8 @@ ctypedef struct PoolJob:
     char *src            # x (forward) or dy (backward), planes contiguous
     char *dst            # y (forward) or dx (backward), C order
     int64_t *idx
+    char *rowbuf         # max/avg forward with horizontal padding: rowlen elements per plane
+    Py_ssize_t rowlen
     Py_ssize_t C, sn, sc          # src plane p = (n, c) at src + n*sn + c*sc (bytes)
     Py_ssize_t dplane, iplane     # elements per dst plane, per idx plane
     double scale
@@ -73,12 +77,19 @@ cdef void _plane(const PoolJob *j, Py_ssize_t p) noexcept nogil:
     cdef char *s = j.src + (p // j.C) * j.sn + (p % j.C) * j.sc
     cdef char *d = j.dst + p * j.dplane * isz
     cdef int64_t *ix = NULL if j.idx == NULL else j.idx + p * j.iplane
-    cdef double v
-    if j.op == MAX_FWD:
-        if j.f32:
-            fdl_maxpool_plane_f32(&j.g, <float *>s, <float *>d, ix)
+    cdef char *buf
+    if j.op == MAX_FWD or j.op == AVG_FWD:
+        # room for a padded copy of one input row (used only with horizontal padding)
+        buf = j.rowbuf + p * j.rowlen * isz
+        if j.op == MAX_FWD:
+            if j.f32:
+                fdl_maxpool_plane_f32(&j.g, <float *>s, <float *>d, ix, <float *>buf)
+            else:
+                fdl_maxpool_plane_f64(&j.g, <double *>s, <double *>d, ix, <double *>buf)
+        elif j.f32:
+            fdl_avgpool_plane_f32(&j.g, <float *>s, <float *>d, <float *>buf)
         else:
-            fdl_maxpool_plane_f64(&j.g, <double *>s, <double *>d, ix)
+            fdl_avgpool_plane_f64(&j.g, <double *>s, <double *>d, <double *>buf)
     elif j.op == MAX22_FWD:
         if j.f32:
             fdl_maxpool22_plane_f32(&j.g, <float *>s, <float *>d)
@@ -89,11 +100,6 @@ cdef void _plane(const PoolJob *j, Py_ssize_t p) noexcept nogil:
             fdl_maxpool_bwd_plane_f32(j.dplane, j.iplane, <float *>s, ix, <float *>d)
         else:
             fdl_maxpool_bwd_plane_f64(j.dplane, j.iplane, <double *>s, ix, <double *>d)
-    elif j.op == AVG_FWD:
-        if j.f32:
-            fdl_avgpool_plane_f32(&j.g, <float *>s, <float *>d)
-        else:
-            fdl_avgpool_plane_f64(&j.g, <double *>s, <double *>d)
     elif j.op == AVG_BWD:
         if j.f32:
             fdl_avgpool_bwd_plane_f32(&j.g, <float *>s, <float *>d)
@@ -181,6 +187,16 @@ cdef fdl_pool_geom _geometry(tuple xshape, object kernel_size, object stride, ob
     return g
 
 
+cdef cnp.ndarray _row_buffers(PoolJob *j, Py_ssize_t planes, object dtype):
+    """Per-plane room for a padded input row (W + 2pw + kw elements; none without horizontal
+    padding): about 1/H of the input, owned by the returned array."""
+    cdef cnp.ndarray buf
+    j.rowlen = j.g.W + 2 * j.g.pw + j.g.kw if j.g.pw else 0
+    buf = np.empty(max(planes * j.rowlen, 1), dtype)
+    j.rowbuf = <char *>cnp.PyArray_DATA(buf)
+    return buf
+
+
 cdef cnp.ndarray _nchw(object x, str func, str name):
     cdef cnp.ndarray X = as_float_array(x, func, name)
     if cnp.PyArray_NDIM(X) != 4:
@@ -253,6 +269,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
     j.iplane = j.dplane
     j.f32 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT
     j.op = MAX_FWD
+    rowbuf = _row_buffers(&j, oshape[0] * oshape[1], X.dtype)
     if (I is None and j.g.kh == 2 and j.g.kw == 2 and j.g.sh == 2 and j.g.sw == 2
             and j.g.ph == 0 and j.g.pw == 0):
         j.op = MAX22_FWD
@@ -331,6 +348,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     j.dplane = j.g.Ho * j.g.Wo
     j.f32 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT
     j.op = AVG_FWD
+    rowbuf = _row_buffers(&j, oshape[0] * oshape[1], X.dtype)
     _go(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(X))
     return Y
 
