@@ -1,7 +1,8 @@
 """Plain NumPy references for fastdl.optim and the penalties (cheat-sheet formulas).
 
-Each update takes and returns float64 arrays (new values, nothing in place), written in the
-order include/fastdl/optim.h documents, so fastdl matches them to rounding.
+Each update takes and returns float64 arrays (new values, nothing in place), in the order
+include/fastdl/optim.h documents; Adam divides by the bias corrections as the cheat sheet does
+(fastdl multiplies by their reciprocals), so fastdl matches these to rounding.
 """
 
 import numpy as np
