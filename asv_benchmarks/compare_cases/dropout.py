@@ -83,7 +83,7 @@ XU_RES = {"numpy": XU_CHECK, "fastdl": XU_CHECK,
           "torch": f"np.float64(round(float(t_w.std()) / np.sqrt(1 / {FAN}), 1))"}
 
 
-def _ns(n, dtype_of_mask=False):
+def _ns(n):
     def build(dtype):
         x = _common.randn((n,), dtype, 0)
         return {"x": x, "dy": _common.randn((n,), dtype, 1), "out": np.empty_like(x),

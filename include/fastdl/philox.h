@@ -126,7 +126,8 @@ FDL_INLINE void fdl_philox_blocks(uint32_t k0, uint32_t k1, uint32_t b0, uint32_
  * 0.48 auto-vectorised (AVX-512). Chosen at run time from the CPU's features (x86-64 with
  * GCC or Clang); elsewhere the portable loop runs.
  */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FDL_PHILOX_PORTABLE)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(FDL_PHILOX_PORTABLE)
 #  define FDL_PHILOX_X86 1
 #  include <immintrin.h>
 
@@ -166,7 +167,8 @@ static ptrdiff_t fdl_philox_blocks_avx512(uint32_t k0, uint32_t k1, uint32_t b0,
         __m512i t01 = _mm512_mask_blend_epi32(0xAAAA, a0, _mm512_slli_epi64(a1, 32));
         __m512i t23 = _mm512_mask_blend_epi32(0xAAAA, a2, _mm512_slli_epi64(a3, 32));
         _mm512_storeu_si512((void *)(out + 4 * j), _mm512_permutex2var_epi64(t01, lo, t23));
-        _mm512_storeu_si512((void *)(out + 4 * j + 16), _mm512_permutex2var_epi64(t01, hi, t23));
+        _mm512_storeu_si512((void *)(out + 4 * j + 16),
+                            _mm512_permutex2var_epi64(t01, hi, t23));
         t01 = _mm512_mask_blend_epi32(0xAAAA, c0, _mm512_slli_epi64(c1, 32));
         t23 = _mm512_mask_blend_epi32(0xAAAA, c2, _mm512_slli_epi64(c3, 32));
         _mm512_storeu_si512((void *)(out + 4 * j + 32), _mm512_permutex2var_epi64(t01, lo, t23));

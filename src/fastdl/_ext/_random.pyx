@@ -114,6 +114,8 @@ def philox_words(seed, Py_ssize_t n, first=0, *, int simd=-1):
 cdef uint64_t _seed(object seed, str func) except? 0:
     """A seed as a 64-bit unsigned value: an int in [0, 2**64), or a numpy Generator (one
     value is drawn from it)."""
+    if type(seed) is int and 0 <= seed < _TWO64:
+        return <uint64_t>seed
     if isinstance(seed, np.random.Generator):
         return <uint64_t>int(seed.integers(0, _TWO64, dtype=np.uint64))
     if isinstance(seed, (float, complex, str, bytes, np.ndarray)):
@@ -136,10 +138,14 @@ cdef object _fresh_seed():
 
 
 cdef double _p(object p, str func) except? -1.0:
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+    cdef double v
+    if type(p) is float:
+        v = p
+    elif isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
         raise TypeError(f"fastdl.{func}: p must be a real number in [0, 1), got "
                         f"{type(p).__name__}")
-    cdef double v = float(p)
+    else:
+        v = float(p)
     if not (0.0 <= v < 1.0):   # NaN fails too
         raise ValueError(f"fastdl.{func}: p (the drop probability) must be in [0, 1), got {p!r}")
     return v
