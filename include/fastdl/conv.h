@@ -18,6 +18,12 @@
 #include <string.h>
 #include "config.h"
 
+#if defined(__GNUC__) && !defined(__clang__)
+#  define FDL_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#  define FDL_NO_LIBCALLS
+#endif
+
 typedef struct {
     ptrdiff_t H, W, Ho, Wo;
     ptrdiff_t kh, kw, sh, sw, pt, pl, dh, dw;
@@ -39,30 +45,56 @@ static inline void fdl_conv_range(ptrdiff_t n_out, ptrdiff_t n_in, ptrdiff_t s, 
 
 #define FDL_DEFINE_CONV(T, SFX, ACC)                                                            \
 /* One row of the lowered matrix: tap (i, j) of one input plane for output rows [oh0, oh1).  \
-   The plane may have any element strides (sy, sx); dst is contiguous. */                       \
-FDL_DISPATCH static void fdl_im2col_row_##SFX(const T *x, ptrdiff_t sy, ptrdiff_t sx,           \
-        const fdl_conv_geom *g, ptrdiff_t i, ptrdiff_t j, ptrdiff_t oh0, ptrdiff_t oh1,          \
-        T *FDL_RESTRICT dst)                                                                     \
+   The plane may have any element strides (sy, sx); dst is contiguous. Rows are short (Wo),   \
+   so the copies and zero fills are plain loops, not memcpy/memset calls: the calls cost      \
+   more than the copy of a 32-element row (FDL_NO_LIBCALLS keeps GCC from putting them back). */\
+FDL_DISPATCH FDL_NO_LIBCALLS static void fdl_im2col_row_##SFX(const T *x, ptrdiff_t sy,       \
+        ptrdiff_t sx, const fdl_conv_geom *g, ptrdiff_t i, ptrdiff_t j, ptrdiff_t oh0,           \
+        ptrdiff_t oh1, T *FDL_RESTRICT dst)                                                      \
 {                                                                                                \
     ptrdiff_t Wo = g->Wo, lo, hi, oh, ow;                                                        \
     ptrdiff_t off = j * g->dw - g->pl;                                                           \
+    ptrdiff_t step = g->sw * sx;                                                                 \
     fdl_conv_range(Wo, g->W, g->sw, off, &lo, &hi);                                              \
+    if (step == 1 && sy == Wo && g->W == Wo && g->sh == 1 && lo < hi) {                          \
+        /* Rows of the plane and of dst have the same length: the valid rows are one shifted   \
+           block copy, then the padding columns of each row are zeroed (they received the      \
+           neighbouring row's elements). Never reads outside the plane. */                      \
+        ptrdiff_t a = oh0, b = oh1;                                                              \
+        ptrdiff_t base = i * g->dh - g->pt;                                                      \
+        if (a < -base) a = -base < oh1 ? -base : oh1;                                            \
+        if (b > g->H - base) b = g->H - base > a ? g->H - base : a;                              \
+        for (ow = 0; ow < (a - oh0) * Wo; ow++) dst[ow] = 0;                                     \
+        if (b > a) {                                                                             \
+            T *d = dst + (a - oh0) * Wo;                                                         \
+            memcpy(d + lo, x + (a + base) * Wo + off + lo,                                       \
+                   (size_t)((b - a - 1) * Wo + hi - lo) * sizeof(T));                            \
+            if (lo > 0 || hi < Wo) {                                                             \
+                for (oh = a; oh < b; oh++, d += Wo) {                                            \
+                    for (ow = 0; ow < lo; ow++) d[ow] = 0;                                       \
+                    for (ow = hi; ow < Wo; ow++) d[ow] = 0;                                      \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+        for (ow = (b - oh0) * Wo; ow < (oh1 - oh0) * Wo; ow++) dst[ow] = 0;                      \
+        return;                                                                                  \
+    }                                                                                            \
     for (oh = oh0; oh < oh1; oh++, dst += Wo) {                                                  \
         ptrdiff_t h = oh * g->sh - g->pt + i * g->dh;                                            \
         if (h < 0 || h >= g->H || lo >= hi) {                                                    \
-            memset(dst, 0, (size_t)Wo * sizeof(T));                                              \
+            for (ow = 0; ow < Wo; ow++) dst[ow] = 0;                                             \
             continue;                                                                            \
         }                                                                                        \
-        const T *src = x + h * sy;                                                               \
-        if (lo > 0) memset(dst, 0, (size_t)lo * sizeof(T));                                      \
-        if (sx == 1 && g->sw == 1) {                                                             \
-            memcpy(dst + lo, src + lo + off, (size_t)(hi - lo) * sizeof(T));                     \
+        const T *FDL_RESTRICT p = x + h * sy + off * sx;                                         \
+        for (ow = 0; ow < lo; ow++) dst[ow] = 0;                                                 \
+        if (step == 1) {                                                                         \
+            for (ow = lo; ow < hi; ow++) dst[ow] = p[ow];                                        \
+        } else if (step == 2) {                                                                  \
+            for (ow = lo; ow < hi; ow++) dst[ow] = p[2 * ow];                                    \
         } else {                                                                                 \
-            ptrdiff_t step = g->sw * sx;                                                         \
-            const T *p = src + off * sx;                                                         \
             for (ow = lo; ow < hi; ow++) dst[ow] = p[ow * step];                                 \
         }                                                                                        \
-        if (hi < Wo) memset(dst + hi, 0, (size_t)(Wo - hi) * sizeof(T));                         \
+        for (ow = hi; ow < Wo; ow++) dst[ow] = 0;                                                \
     }                                                                                            \
 }                                                                                                \
                                                                                                  \

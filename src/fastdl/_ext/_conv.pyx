@@ -706,6 +706,43 @@ cdef bint _image_matrix(cnp.ndarray X, Py_ssize_t *ld) noexcept:
     return True
 
 
+cdef inline void _pointwise_image(int dt, Py_ssize_t n, Py_ssize_t G, Py_ssize_t O,
+                                  Py_ssize_t Og, Py_ssize_t Cg, Py_ssize_t HW, const char *w,
+                                  const char *x, Py_ssize_t ld, char *y, const char *bias,
+                                  Py_ssize_t *a_off, Py_ssize_t *b_off,
+                                  Py_ssize_t *c_off) noexcept nogil:
+    cdef Py_ssize_t o, k
+    cdef float *f
+    cdef double *d
+    if bias != NULL:
+        for o in range(O):
+            if dt == DT_FLOAT32:
+                f = <float *>y + (n * O + o) * HW
+                for k in range(HW):
+                    f[k] = (<const float *>bias)[o]
+            else:
+                d = <double *>y + (n * O + o) * HW
+                for k in range(HW):
+                    d[k] = (<const double *>bias)[o]
+    gemm_batched(dt, G, Og, HW, Cg, 1.0, _mat(<char *>w, Cg, False), a_off + n * G,
+                 _mat(<char *>x, ld, False), b_off + n * G, 1.0 if bias != NULL else 0.0,
+                 _mat(y, HW, False), c_off + n * G, NULL, 1)
+
+
+cdef void _pointwise_images(int dt, Py_ssize_t N, Py_ssize_t G, Py_ssize_t O, Py_ssize_t Og,
+                            Py_ssize_t Cg, Py_ssize_t HW, const char *w, const char *x,
+                            Py_ssize_t ld, char *y, const char *bias, Py_ssize_t *a_off,
+                            Py_ssize_t *b_off, Py_ssize_t *c_off, int nthreads) noexcept nogil:
+    cdef Py_ssize_t n
+    if nthreads <= 1:
+        for n in range(N):
+            _pointwise_image(dt, n, G, O, Og, Cg, HW, w, x, ld, y, bias, a_off, b_off, c_off)
+    else:
+        for n in prange(N, schedule='dynamic', num_threads=nthreads):
+            _pointwise_image(dt, n, G, O, Og, Cg, HW, w, x, ld, y, bias, a_off, b_off, c_off)
+
+
+
 # --------------------------------------------------------------------------------------
 # The direct path (depthwise and small groups)
 
@@ -908,9 +945,16 @@ cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometr
                 a_off[bi] = g * geo.Og * geo.Cg * isz
                 b_off[bi] = n * cnp.PyArray_STRIDES(X)[0] + g * geo.Cg * ld * isz
                 c_off[bi] = (n * geo.O + g * geo.Og) * geo.HWo * isz
+        check_blas_dims(_mat(wp, geo.Cg, False), _mat(xp, ld, False), _mat(yp, geo.HWo, False))
+        if geo.N >= _procs():
+            # One image per work item: its bias fill is still in cache when its GEMM adds
+            # onto it (no separate pass over y), one GEMM call per image on one thread.
+            with nogil:
+                _pointwise_images(dt, geo.N, geo.groups, geo.O, geo.Og, geo.Cg, geo.HWo, wp,
+                                  xp, ld, yp, bias, a_off, b_off, c_off, nthreads)
+            return Y
         if Bv is not None:
             Y[...] = Bv[:, None, None]
-        check_blas_dims(_mat(wp, geo.Cg, False), _mat(xp, ld, False), _mat(yp, geo.HWo, False))
         with nogil:
             gemm_batched(dt, items, geo.Og, geo.HWo, geo.Cg, 1.0, _mat(wp, geo.Cg, False),
                          a_off, _mat(xp, ld, False), b_off, 1.0 if bias != NULL else 0.0,
