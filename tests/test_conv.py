@@ -299,15 +299,24 @@ def test_cap_above_chunk_changes_nothing(dtype, rng, workspace_limit, xs, ws, hp
         np.testing.assert_array_equal(a, r)
 
 
-def test_workspace_cap_holds(dtype, rng, workspace_limit):
-    # 8 images of 147 x 1024 lowered columns (1.2 MB each in float64) under a 256 KiB cap.
+@pytest.mark.parametrize("limit", [256 * 1024, 3 * 1024 * 1024],
+                         ids=["chunked-path", "fused-path"])
+def test_workspace_cap_holds(dtype, rng, workspace_limit, limit):
+    # 8 images of 147 x 1024 lowered columns (0.6 / 1.2 MB each) under the cap: a small cap
+    # forces the sequential chunks, a larger one leaves the per-thread units of the fused path.
     x = random_array(rng, (8, 3, 64, 64), dtype)
     w = random_array(rng, (4, 3, 7, 7), dtype)
-    limit = 256 * 1024
     workspace_limit(limit)
     dy = random_array(rng, (8, 4, 32, 32), dtype)
+    expected = conv2d_ref(x, w, None, 2, 3)
     for call in (lambda: fastdl.conv2d(x, w, None, 2, 3),
                  lambda: fastdl.conv2d_backward(dy, x, w, 2, 3)):
+        result = call()
+        assert_close(result if isinstance(result, np.ndarray) else result[0],
+                     expected if isinstance(result, np.ndarray)
+                     else conv2d_backward_ref(dy, x, w, 2, 3)[0], dtype,
+                     scale=_scales(x, w, None, dy, dict(stride=2, padding=3))[
+                         0 if isinstance(result, np.ndarray) else 1])
         call()
         tracemalloc.start()
         try:

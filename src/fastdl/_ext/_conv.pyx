@@ -585,7 +585,7 @@ cdef void _dw_fused(const Lowered *p, char *dw, char *slots, Py_ssize_t parts, c
             _dw_range(p, bufs, dw if i == 0 else slots + (i - 1) * slot_bytes, offs,
                       units * i // parts, units * (i + 1) // parts)
     else:
-        for i in prange(parts, schedule='static', num_threads=nthreads):
+        for i in prange(parts, schedule='dynamic', num_threads=nthreads):
             t = threadid()
             _dw_range(p, bufs + t * buf_bytes, dw if i == 0 else slots + (i - 1) * slot_bytes,
                       offs + t * 3 * p.groups, units * i // parts, units * (i + 1) // parts)
@@ -634,7 +634,10 @@ cdef bint _fused_units(Lowered *p) noexcept:
     if row_bytes * p.g.Ho <= _unit_target:
         p.R = p.g.Ho
     else:
+        # As few units as fit the target, of balanced heights (no thin last unit).
         p.R = max(1, _unit_target // max(row_bytes, 1))
+        p.upi = (p.g.Ho + p.R - 1) // p.R
+        p.R = (p.g.Ho + p.upi - 1) // p.upi
     p.upi = (p.g.Ho + p.R - 1) // p.R
     return p.N * p.upi >= procs and row_bytes * p.R * procs <= _workspace_limit
 
@@ -1166,7 +1169,12 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     p.dy = dyp
     if _fused_units(&p):
         unit_bytes = geo.K * p.R * geo.g.Wo * isz
-        parts = _procs()
+        # A few parts per processor, taken dynamically, so that a core busy elsewhere
+        # delays the whole no more than one part; their number comes from the shape.
+        # The partial sums count against the workspace cap too.
+        parts = min(geo.N * p.upi, 4 * _procs(),
+                    1 + max(0, _workspace_limit - _procs() * unit_bytes)
+                    // max(1, geo.O * geo.Kg * isz))
         nth = max(1, min(nthreads, _workspace_limit // unit_bytes, parts))
         cols = np.empty(nth * unit_bytes, dtype=np.uint8)
         offs = np.empty(3 * geo.groups * nth, dtype=np.intp)
@@ -1178,6 +1186,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
                       <char *>cnp.PyArray_DATA(cols), unit_bytes,
                       <Py_ssize_t *>cnp.PyArray_DATA(offs), nth)
         dw_done = True
+    cols = offs = slots = None   # the dW buffers go before the dX ones come (the cap)
     if not dx_done and geo.N >= _procs() and geo.K * geo.HWo * isz * _procs() <= _workspace_limit:
         DX = np.zeros(shape_of(X), dtype=X.dtype)
         p.y = <char *>cnp.PyArray_DATA(DX)
