@@ -20,6 +20,22 @@ from fastdl._ext._losses import (
     cross_entropy, cross_entropy_grad, mse, mse_grad, softmax_cross_entropy,
 )
 from fastdl._ext._reduce import sum, mean, var
+from fastdl._ext._norm import batch_norm, batch_norm_backward, layer_norm, layer_norm_backward
+from fastdl._ext._pool import (
+    max_pool2d, max_pool2d_backward, avg_pool2d, avg_pool2d_backward, global_avg_pool2d,
+    global_avg_pool2d_backward,
+)
+from fastdl._ext._conv import conv2d, conv2d_backward
+from fastdl._ext._attention import (
+    scaled_dot_product_attention, scaled_dot_product_attention_backward, split_heads,
+    merge_heads,
+)
+from fastdl import optim
+from fastdl.optim import (
+    clip_grad_norm_, l1_penalty, l2_penalty, l1_penalty_grad, l2_penalty_grad,
+)
+from fastdl._ext._random import dropout, dropout_backward
+from fastdl import init
 from fastdl import cuda
 
 __all__ = [
@@ -34,5 +50,14 @@ __all__ = [
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
     "cross_entropy", "cross_entropy_grad", "mse", "mse_grad", "softmax_cross_entropy",
     "sum", "mean", "var",
+    "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward",
+    "conv2d", "conv2d_backward",
+    "scaled_dot_product_attention", "scaled_dot_product_attention_backward", "split_heads",
+    "merge_heads",
+    "optim", "clip_grad_norm_", "l1_penalty", "l2_penalty", "l1_penalty_grad",
+    "l2_penalty_grad",
+    "dropout", "dropout_backward", "init",
     "cuda",
 ]

@@ -23,3 +23,9 @@ cdef void gemm_batched(int dtype, Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n,
                        Py_ssize_t k, double alpha, Mat a, const Py_ssize_t *a_off,
                        Mat b, const Py_ssize_t *b_off, double beta, Mat c,
                        const Py_ssize_t *c_off, const char *bias, int nthreads) noexcept nogil
+
+# Around a parallel loop of single-threaded gemm_batched(..., nthreads=1) calls: pin once.
+# blas_pin_serial() returns False (and pins nothing) for a BLAS that cannot be pinned; the
+# caller must then not run its loop in parallel.
+cdef bint blas_pin_serial() noexcept nogil
+cdef void blas_unpin_serial() noexcept nogil

@@ -240,6 +240,22 @@ cdef inline void _unpin_blas() noexcept nogil:
     PyThread_release_lock(_guard_lock)
 
 
+cdef bint blas_pin_serial() noexcept nogil:
+    """For callers that run many single-threaded GEMMs (gemm_batched(..., nthreads=1)) inside
+    their own parallel loop: pin BLAS to one thread once around the loop, so the per-call
+    guard never drops to zero and never calls the BLAS's set-threads between GEMMs. Returns
+    False for a BLAS whose threads cannot be pinned: the caller must then run serially."""
+    if _blas_set_threads == NULL:
+        return False
+    _pin_blas_to_one_thread()
+    return True
+
+
+cdef void blas_unpin_serial() noexcept nogil:
+    """Undo one successful blas_pin_serial()."""
+    _unpin_blas()
+
+
 cdef bint blas_layout(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_stride,
                       Py_ssize_t col_stride, Py_ssize_t itemsize, Mat *out) noexcept nogil:
     """Describe a strided matrix as a BLAS operand without copying, if it is one.
