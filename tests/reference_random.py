@@ -80,3 +80,40 @@ def fans_ref(shape):
         return shape[0], shape[1]
     receptive = math.prod(shape[2:])
     return shape[1] * receptive, shape[0] * receptive
+
+
+def init_samples_ref(shape, dtype, seed, kind, scale):
+    """fastdl.init's samples from the stream of ``seed`` (see include/fastdl/philox.h), the
+    transforms in float64 with NumPy's log/sqrt/cos/sin: ``kind='normal'`` (standard deviation
+    ``scale``, Box-Muller pairs) or ``'uniform'`` (on ``[-scale, scale]``). The uniforms are
+    formed as the C code forms them (float32 rounding of the radius uniform included)."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    wpe = 1 if dtype == np.float32 else 2
+    even = size + (size & 1)
+    w = philox_words(seed, 0, wpe * even).astype(np.uint64)
+    if kind == "uniform":
+        if dtype == np.float32:
+            u = (w >> np.uint64(8)).astype(np.float64) * 2.0 ** -24
+        else:
+            m = (w[0::2] << np.uint64(21)) | (w[1::2] >> np.uint64(11))
+            u = m.astype(np.float64) * 2.0 ** -53
+        return (u * 2 * scale - scale)[:size].reshape(shape)
+    if dtype == np.float32:
+        u1 = (w[0::2].astype(np.float32) * np.float32(2.0 ** -32)
+              + np.float32(2.0 ** -33)).astype(np.float64)
+        a = w[1::2]
+        q = (a >> np.uint64(30)).astype(np.float64)
+        f = (a & np.uint64(0x3FFFFFFF)).astype(np.float32).astype(np.float64) * 2.0 ** -30
+    else:
+        m1 = (w[0::4] << np.uint64(21)) | (w[1::4] >> np.uint64(11))
+        m2 = (w[2::4] << np.uint64(21)) | (w[3::4] >> np.uint64(11))
+        u1 = m1.astype(np.float64) * 2.0 ** -53 + 2.0 ** -54
+        q = (m2 >> np.uint64(51)).astype(np.float64)
+        f = (m2 & np.uint64((1 << 51) - 1)).astype(np.float64) * 2.0 ** -51
+    r = np.sqrt(np.maximum(-2.0 * np.log(u1), 0.0)) * scale
+    theta = (q + f) * (np.pi / 2)
+    z = np.empty(2 * r.size)
+    z[0::2] = r * np.cos(theta)
+    z[1::2] = r * np.sin(theta)
+    return z[:size].reshape(shape)

@@ -1,13 +1,17 @@
-"""fastdl.init: shapes, dtypes, the cheat sheet's standard deviations, uniform bounds, fans of
-conv weights against PyTorch's, reproducibility, bad input."""
+"""fastdl.init: samples against a NumPy transcription of the Philox stream and transforms,
+distribution tests (Kolmogorov-Smirnov, moments, tails, pair independence), shapes, dtypes, the
+cheat sheet's standard deviations, uniform bounds, fans of conv weights against PyTorch's,
+thread-count independence, reproducibility, bad input."""
 
 import math
 
 import numpy as np
 import pytest
 
+import fastdl
+from conftest import assert_close, requires_openmp
 from fastdl import init
-from reference_random import fans_ref
+from reference_random import fans_ref, init_samples_ref
 
 NORMAL = [init.xavier_normal, init.he_normal]
 UNIFORM = [init.xavier_uniform, init.he_uniform]
@@ -65,14 +69,59 @@ def test_standard_deviation(func, fans_or_shape, dtype):
         assert abs(inside - 0.682689) < 6 * math.sqrt(0.6827 * 0.3173 / n)
 
 
-def test_exact_scaling_of_the_generator_draw():
-    # the draw is the Generator's standard normal scaled by dtype(std): the formula exactly
-    w = init.he_normal(50, 30, rng=np.random.default_rng(4), dtype=np.float64)
-    z = np.random.default_rng(4).standard_normal((50, 30))
-    np.testing.assert_array_equal(w, z * math.sqrt(2.0 / 50))
-    w = init.xavier_normal(50, 30, rng=np.random.default_rng(4), dtype=np.float32)
-    z = np.random.default_rng(4).standard_normal((50, 30), dtype=np.float32)
-    np.testing.assert_array_equal(w, z * np.float32(math.sqrt(2.0 / 80)))
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (33, 1000), (16, 8, 3, 3)], ids=str)
+def test_samples_match_reference(shape, dtype):
+    from fastdl._ext._random import philox_samples
+    for seed in (0, 12345, 2 ** 64 - 1):
+        z = philox_samples(shape, dtype, seed, "normal", 1.0)
+        assert z.dtype == dtype and z.shape == shape
+        assert_close(z, init_samples_ref(shape, dtype, seed, "normal", 1.0), dtype)
+        u = philox_samples(shape, dtype, seed, "uniform", 0.5)
+        assert_close(u, init_samples_ref(shape, dtype, seed, "uniform", 0.5), dtype)
+    # the public functions are these samples, scaled by the cheat sheet's standard deviation
+    w = init.he_normal(shape=shape, rng=77, dtype=dtype) if len(shape) != 2 else \
+        init.he_normal(*shape, rng=77, dtype=dtype)
+    fi = fans_ref(shape)[0]
+    assert_close(w, init_samples_ref(shape, dtype, 77, "normal", math.sqrt(2.0 / fi)), dtype)
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform"])
+def test_distribution_ks(kind, dtype):
+    # Kolmogorov-Smirnov against the exact CDF on 2**20 samples (critical value at
+    # p = 1e-6 is about 2.7 / sqrt(n))
+    from scipy.special import ndtr
+    from fastdl._ext._random import philox_samples
+    n = 1 << 20
+    z = np.sort(philox_samples((n,), dtype, 2024, kind, 1.0).astype(np.float64))
+    cdf = ndtr(z) if kind == "normal" else (z + 1.0) / 2.0
+    d = max(float(np.max(np.arange(1, n + 1) / n - cdf)), float(np.max(cdf - np.arange(n) / n)))
+    assert d < 2.7 / math.sqrt(n), d
+
+
+def test_normal_moments_and_tails(dtype):
+    from fastdl._ext._random import philox_samples
+    n = 1 << 22
+    z = philox_samples((n,), dtype, 99, "normal", 1.0).astype(np.float64)
+    # skewness 0 (sd sqrt(6/n)), kurtosis 3 (sd sqrt(24/n)); tail masses beyond 2 and 3
+    assert abs(np.mean(z ** 3)) < 6 * math.sqrt(6 / n)
+    assert abs(np.mean(z ** 4) - 3) < 6 * math.sqrt(96 / n)
+    for t, mass in ((2.0, 0.0455002638963584), (3.0, 0.0026997960632601866)):
+        got = float(np.mean(np.abs(z) > t))
+        assert abs(got - mass) < 6 * math.sqrt(mass * (1 - mass) / n), (t, got)
+    # the two members of a Box-Muller pair, and neighbouring pairs, are uncorrelated
+    assert abs(np.mean(z[0::2] * z[1::2])) < 6 / math.sqrt(n / 2)
+    assert abs(np.mean(z[0:-2:2] * z[2::2])) < 6 / math.sqrt(n / 2)
+    assert abs(np.mean(z[1::2] ** 2) - 1) < 6 * math.sqrt(2 / (n / 2))
+
+
+@requires_openmp
+@pytest.mark.parametrize("func", ALL, ids=lambda f: f.__name__)
+def test_thread_count_does_not_change_bits(func, dtype):
+    results = []
+    for n in (1, 2):
+        with fastdl.threads(n):
+            results.append(func(shape=(64, 32, 7, 7), rng=3, dtype=dtype).tobytes())
+    assert results[0] == results[1]
 
 
 @pytest.mark.parametrize("shape", [(16, 8), (64, 3, 7, 7), (32, 16, 3, 3), (10, 4, 5),

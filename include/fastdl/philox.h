@@ -431,4 +431,148 @@ FDL_DISPATCH static void NAME(const fdl_dropout_args *a, ptrdiff_t item)        
 FDL_DROPOUT_ITEM_FN(float, fdl_dropout_piece_f32, fdl_dropout_item_f32)
 FDL_DROPOUT_ITEM_FN(double, fdl_dropout_piece_f64, fdl_dropout_item_f64)
 
+/* ------------------------------------------------------------------------------------- */
+/* Initialisation samples: normal (Box-Muller) and uniform, from the stream of a seed        */
+/*
+ * Words per element: 1 in float32, 2 in float64 (53-bit uniforms). Element i (C order) uses
+ * words [wpe * i, wpe * (i + 1)), so a sample depends on (seed, i) only.
+ *   uniform: u = top 24 (float32) or 53 (float64) bits of its words / 2^24 or 2^53, in [0, 1);
+ *            y = u * (2a) - a.
+ *   normal:  elements 2k and 2k + 1 are a Box-Muller pair: with u1 in (0, 1) from the words
+ *            of element 2k and u2 in [0, 1) from those of element 2k + 1,
+ *            r = sqrt(-2 ln u1), y(2k) = std * r cos(2 pi u2), y(2k + 1) = std * r sin(2 pi u2).
+ *            u1 = (m + 1/2) / 2^32 (float32: the full 32-bit word, tails to 6.8 sigma) or
+ *            (m + 1/2) / 2^53 (float64: 9.6 sigma). An odd last element takes the cosine.
+ * sin and cos of 2 pi u2: the quadrant from the top two bits, then Taylor polynomials on
+ * [0, pi/2) (truncation below 1e-9 relative in float32, 1e-19 in float64), fdl_logf/fdl_log
+ * for the logarithm: no libm call, so the loops vectorise.
+ */
+#define FDL_INIT_ITEM 16384      /* elements per work item */
+#define FDL_INIT_CHUNK 128       /* elements per chunk of words (even) */
+
+enum { FDL_INIT_NORMAL = 0, FDL_INIT_UNIFORM = 1 };
+
+typedef struct {
+    char *y;
+    ptrdiff_t size;
+    uint64_t seed;
+    double scale;   /* normal: std; uniform: 2a / 2^24 (float32) or 2a / 2^53 (float64) */
+    double shift;   /* uniform: a */
+    int kind;
+} fdl_init_args;
+
+/* (cos, sin) of (pi/2) * (q + f), f in [0, 1), q in 0..3 */
+FDL_INLINE void fdl_quarter_sincosf(uint32_t q, float f, float *c, float *s)
+{
+    float x = f * 1.57079632679489662f, z = x * x;
+    float sp = x * (1.0f + z * (-1.66666667e-1f + z * (8.33333333e-3f + z * (-1.98412698e-4f
+               + z * (2.75573192e-6f + z * (-2.50521084e-8f + z * 1.60590438e-10f))))));
+    float cp = 1.0f + z * (-0.5f + z * (4.16666667e-2f + z * (-1.38888889e-3f + z * (
+               2.48015873e-5f + z * (-2.75573192e-7f + z * (2.08767570e-9f
+               + z * -1.14707456e-11f))))));
+    uint32_t swap = q & 1u, negc = ((q + 1u) >> 1) & 1u, negs = (q >> 1) & 1u;
+    float cc = fdl_selectf((int)swap, sp, cp), ss = fdl_selectf((int)swap, cp, sp);
+    *c = fdl_vm_asfloat(fdl_vm_asuint(cc) ^ (negc << 31));
+    *s = fdl_vm_asfloat(fdl_vm_asuint(ss) ^ (negs << 31));
+}
+
+FDL_INLINE void fdl_quarter_sincos(uint64_t q, double f, double *c, double *s)
+{
+    double x = f * 1.5707963267948966, z = x * x;
+    double sp = x * (1.0 + z * (-1.0 / 6 + z * (1.0 / 120 + z * (-1.0 / 5040 + z * (
+                1.0 / 362880 + z * (-1.0 / 39916800 + z * (1.0 / 6227020800.0 + z * (
+                -1.0 / 1307674368000.0 + z * (1.0 / 355687428096000.0 + z * (
+                -1.0 / 121645100408832000.0 + z * (1.0 / 51090942171709440000.0
+                + z * (-1.0 / 25852016738884976640000.0))))))))))));
+    double cp = 1.0 + z * (-1.0 / 2 + z * (1.0 / 24 + z * (-1.0 / 720 + z * (1.0 / 40320
+                + z * (-1.0 / 3628800 + z * (1.0 / 479001600 + z * (-1.0 / 87178291200.0
+                + z * (1.0 / 20922789888000.0 + z * (-1.0 / 6402373705728000.0 + z * (
+                1.0 / 2432902008176640000.0 + z * (-1.0 / 1124000727777607680000.0
+                + z * (1.0 / 620448401733239439360000.0))))))))))));
+    uint64_t swap = q & 1u, negc = ((q + 1u) >> 1) & 1u, negs = (q >> 1) & 1u;
+    double cc = fdl_select((int)swap, sp, cp), ss = fdl_select((int)swap, cp, sp);
+    *c = fdl_vm_asdouble(fdl_vm_asuint64(cc) ^ (negc << 63));
+    *s = fdl_vm_asdouble(fdl_vm_asuint64(ss) ^ (negs << 63));
+}
+
+/* n pairs of normals (2n elements) from 2n words */
+FDL_INLINE void fdl_normal_pairs_f32(const uint32_t *FDL_RESTRICT w, float *FDL_RESTRICT y,
+                                     ptrdiff_t n, float std)
+{
+    for (ptrdiff_t k = 0; k < n; k++) {
+        float u1 = (float)w[2 * k] * 0x1p-32f + 0x1p-33f;      /* (0, 1] */
+        uint32_t a = w[2 * k + 1];
+        float f = (float)(a & 0x3FFFFFFFu) * 0x1p-30f;          /* [0, 1) */
+        float t = -2.0f * fdl_logf(u1);
+        float r = sqrtf(fdl_selectf(t > 0.0f, t, 0.0f)) * std;
+        float c, s;
+        fdl_quarter_sincosf(a >> 30, f, &c, &s);
+        y[2 * k] = r * c;
+        y[2 * k + 1] = r * s;
+    }
+}
+
+/* n pairs of normals (2n elements) from 4n words */
+FDL_INLINE void fdl_normal_pairs_f64(const uint32_t *FDL_RESTRICT w, double *FDL_RESTRICT y,
+                                     ptrdiff_t n, double std)
+{
+    for (ptrdiff_t k = 0; k < n; k++) {
+        uint64_t m1 = ((uint64_t)w[4 * k] << 21) | (w[4 * k + 1] >> 11);
+        uint64_t m2 = ((uint64_t)w[4 * k + 2] << 21) | (w[4 * k + 3] >> 11);
+        double u1 = (double)(int64_t)m1 * 0x1p-53 + 0x1p-54;   /* (0, 1) */
+        double f = (double)(int64_t)(m2 & ((1ull << 51) - 1)) * 0x1p-51;
+        double t = -2.0 * fdl_log(u1);
+        double r = sqrt(fdl_select(t > 0.0, t, 0.0)) * std;
+        double c, s;
+        fdl_quarter_sincos(m2 >> 51, f, &c, &s);
+        y[2 * k] = r * c;
+        y[2 * k + 1] = r * s;
+    }
+}
+
+FDL_INLINE void fdl_uniform_f32(const uint32_t *FDL_RESTRICT w, float *FDL_RESTRICT y,
+                                ptrdiff_t n, float scale, float shift)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        y[i] = (float)(int32_t)(w[i] >> 8) * scale - shift;
+}
+
+FDL_INLINE void fdl_uniform_f64(const uint32_t *FDL_RESTRICT w, double *FDL_RESTRICT y,
+                                ptrdiff_t n, double scale, double shift)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint64_t m = ((uint64_t)w[2 * i] << 21) | (w[2 * i + 1] >> 11);
+        y[i] = (double)(int64_t)m * scale - shift;
+    }
+}
+
+/* Work item `item` of an initialisation: C-order elements [item * ITEM, ...) of a
+   contiguous result. */
+#define FDL_INIT_ITEM_FN(T, WPE, NORMAL, UNIFORM, NAME)                                   \
+FDL_DISPATCH static void NAME(const fdl_init_args *a, ptrdiff_t item)                      \
+{                                                                                          \
+    uint32_t u[WPE * FDL_INIT_CHUNK];                                                      \
+    T tail[2];                                                                             \
+    T *y = (T *)a->y;                                                                      \
+    ptrdiff_t i0 = item * FDL_INIT_ITEM;                                                   \
+    ptrdiff_t i1 = i0 + FDL_INIT_ITEM < a->size ? i0 + FDL_INIT_ITEM : a->size;           \
+    for (ptrdiff_t c = i0; c < i1; c += FDL_INIT_CHUNK) {                                  \
+        ptrdiff_t cn = i1 - c < FDL_INIT_CHUNK ? i1 - c : FDL_INIT_CHUNK;                  \
+        ptrdiff_t even = cn + (cn & 1);     /* an odd last element draws a whole pair */   \
+        fdl_philox_words(a->seed, (uint64_t)(WPE * c), WPE * even, u, -1);                 \
+        if (a->kind == FDL_INIT_UNIFORM) {                                                 \
+            UNIFORM(u, y + c, cn, (T)a->scale, (T)a->shift);                               \
+            continue;                                                                      \
+        }                                                                                  \
+        NORMAL(u, y + c, cn >> 1, (T)a->scale);                                            \
+        if (cn & 1) {                                                                      \
+            NORMAL(u + WPE * (cn - 1), tail, 1, (T)a->scale);                              \
+            y[c + cn - 1] = tail[0];                                                       \
+        }                                                                                  \
+    }                                                                                      \
+}
+
+FDL_INIT_ITEM_FN(float, 1, fdl_normal_pairs_f32, fdl_uniform_f32, fdl_init_item_f32)
+FDL_INIT_ITEM_FN(double, 2, fdl_normal_pairs_f64, fdl_uniform_f64, fdl_init_item_f64)
+
 #endif

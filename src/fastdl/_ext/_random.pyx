@@ -49,6 +49,18 @@ cdef extern from "fastdl/philox.h" nogil:
     int fdl_philox_best "fdl_philox_best_level"()
     void fdl_dropout_item_f32(const fdl_dropout_args *a, Py_ssize_t item)
     void fdl_dropout_item_f64(const fdl_dropout_args *a, Py_ssize_t item)
+    enum:
+        FDL_INIT_ITEM
+        FDL_INIT_NORMAL
+        FDL_INIT_UNIFORM
+    ctypedef struct fdl_init_args:
+        char *y
+        Py_ssize_t size
+        uint64_t seed
+        double scale, shift
+        int kind
+    void fdl_init_item_f32(const fdl_init_args *a, Py_ssize_t item)
+    void fdl_init_item_f64(const fdl_init_args *a, Py_ssize_t item)
 
 cnp.import_array()
 
@@ -412,3 +424,60 @@ def dropout_backward(dy, mask_or_seed, p, *, out=None):
         raise ValueError(f"fastdl.dropout_backward: mask has shape {shape_of(M)} and dy has "
                          f"shape {shape_of(D)}; they must be equal")
     return _apply(D, out, M, False, pv, 0, FDL_DROPOUT_FROM_MASK, "dropout_backward")
+
+
+# --------------------------------------------------------------------------------------
+# samples for fastdl.init
+
+cdef void _run_init(fdl_init_args *a, bint f32) noexcept nogil:
+    cdef Py_ssize_t items = (a.size + FDL_INIT_ITEM - 1) // FDL_INIT_ITEM, it
+    cdef int nth = 1
+    if a.size >= PARALLEL_MIN_ELEMENTS and items >= 2:
+        nth = current_threads()
+        if items < nth:
+            nth = <int>items
+    if nth <= 1:
+        if f32:
+            for it in range(items):
+                fdl_init_item_f32(a, it)
+        else:
+            for it in range(items):
+                fdl_init_item_f64(a, it)
+    elif f32:
+        for it in prange(items, schedule='static', num_threads=nth):
+            fdl_init_item_f32(a, it)
+    else:
+        for it in prange(items, schedule='static', num_threads=nth):
+            fdl_init_item_f64(a, it)
+
+
+def philox_samples(tuple shape, dtype, seed, str kind, double scale):
+    """A fresh C-ordered array of ``shape`` (float32/float64) from the stream of ``seed``:
+    ``kind='normal'``: normal with standard deviation ``scale`` (Box-Muller pairs);
+    ``kind='uniform'``: uniform on ``[-scale, scale]``. Element i (C order) depends on (seed,
+    i) only, never on the thread count (see fastdl/philox.h). Arguments are trusted (this is
+    fastdl.init's kernel; it validates them)."""
+    cdef int typenum = cnp.NPY_FLOAT if np.dtype(dtype) == np.float32 else cnp.NPY_DOUBLE
+    cdef cnp.ndarray y = np.empty(shape, dtype=np.float32 if typenum == cnp.NPY_FLOAT
+                                  else np.float64)
+    cdef fdl_init_args a
+    cdef bint f32 = typenum == cnp.NPY_FLOAT
+    a.y = <char *>cnp.PyArray_DATA(y)
+    a.size = cnp.PyArray_SIZE(y)
+    a.seed = _seed(seed, "init")
+    if kind == "normal":
+        a.kind = FDL_INIT_NORMAL
+        a.scale = scale
+        a.shift = 0.0
+    elif kind == "uniform":
+        a.kind = FDL_INIT_UNIFORM
+        a.scale = 2.0 * scale * (2.0 ** -24 if f32 else 2.0 ** -53)
+        a.shift = scale
+    else:
+        raise ValueError(f"fastdl.init: unknown kind {kind!r}")
+    if a.size > GIL_MIN_ELEMENTS:
+        with nogil:
+            _run_init(&a, f32)
+    else:
+        _run_init(&a, f32)
+    return y
