@@ -431,3 +431,10 @@ def test_threshold_rule_is_exact():
     assert not dropout(x, (w + 0.25) / 2 ** 32, seed=seed, return_mask=True)[1][i]
     assert dropout(x, (w - 0.75) / 2 ** 32, seed=seed, return_mask=True)[1][i]
     assert not dropout(x, (w + 1) / 2 ** 32, seed=seed, return_mask=True)[1][i]
+
+
+def test_public_names():
+    from fastdl._ext import _random
+    assert fastdl.dropout is _random.dropout and fastdl.dropout_backward is _random.dropout_backward
+    assert {"dropout", "dropout_backward", "init"} <= set(fastdl.__all__)
+    assert callable(fastdl.init.he_normal)

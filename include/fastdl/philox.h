@@ -1,6 +1,8 @@
 /*
  * Philox4x32-10, the counter-based generator of Salmon, Moraes, Dror and Shaw, "Parallel
- * random numbers: as easy as 1, 2, 3" (SC 2011), and the dropout kernels built on it.
+ * random numbers: as easy as 1, 2, 3" (SC 2011), and the kernels built on it: dropout
+ * (forward, backward from a mask or from the seed) and the samples of fastdl.init (normal by
+ * Box-Muller, uniform; see "Initialisation samples" below).
  *
  * Generator. A 128-bit counter (c0, c1, c2, c3) and a 64-bit key (k0, k1) go through ten
  * rounds of
