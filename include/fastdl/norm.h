@@ -24,7 +24,7 @@
 #include "config.h"
 #include "reduce.h"   /* fdl_vec_f32 / fdl_vec_f64: 64-byte vectors of the lane kernels */
 
-#define FDL_NB_BLOCK 512      /* elements per statistics block of a plane or a row */
+#define FDL_NB_BLOCK 1024     /* elements per statistics block of a plane or a row (4 KiB f32) */
 #define FDL_NB_ROWS 16        /* rows per statistics block of the rows layout */
 
 /* Chan's merge of (nb, mb, qb) into (n, m, q): count, mean, sum of squared deviations. */
@@ -59,68 +59,78 @@ FDL_INLINE void fdl_nb_tail_##SFX(const T *x, ptrdiff_t i, ptrdiff_t n, T pad,  
     for (int l = 0; l < L; ++l) t[l] = i + l < n ? x[i + l] : pad;                            \
     memcpy(v, t, sizeof t);                                                                   \
 }                                                                                             \
-/* Sum of x[0, n) (n <= FDL_NB_BLOCK) into *s1; with y: sum of y into *s1 and of            \
- * y*(x - c) into *s2. Two accumulator vectors (even and odd vectors of the block), merged   \
- * and folded in a fixed order: the bits depend only on n. */                                 \
+/* Over a block (n <= FDL_NB_BLOCK): sum of u into *s1 and of u*(x - c) into *s2, where      \
+ * u = y, or g*y when g is given (layer norm's gamma, multiplied on the fly: no pass to      \
+ * store it). Two accumulator vectors (even and odd vectors of the block), merged and folded \
+ * in a fixed order: the bits depend only on n. */                                           \
 FDL_INLINE void fdl_nb_sums_##SFX(const T *FDL_RESTRICT x, const T *FDL_RESTRICT y,          \
-                                  ptrdiff_t n, T c, double *s1, double *s2)                   \
+                                  const T *FDL_RESTRICT g, ptrdiff_t n, T c, double *s1,      \
+                                  double *s2)                                                 \
 {                                                                                             \
     enum { L = 64 / sizeof(T) };                                                              \
     typedef fdl_vec_##SFX V;                                                                  \
-    V a0 = {0}, a1 = {0};                                                                     \
+    V a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};                                                 \
     ptrdiff_t i = 0;                                                                          \
-    if (y) {                                                                                  \
-        V b0 = {0}, b1 = {0};                                                                 \
+    if (g) {                                                                                  \
+        for (; i + 2 * L <= n; i += 2 * L) {                                                  \
+            V y0 = *(const V *)(y + i) * *(const V *)(g + i);                                 \
+            V y1 = *(const V *)(y + i + L) * *(const V *)(g + i + L);                         \
+            a0 += y0; a1 += y1;                                                               \
+            b0 += y0 * (*(const V *)(x + i) - c);                                             \
+            b1 += y1 * (*(const V *)(x + i + L) - c);                                         \
+        }                                                                                     \
+    } else {                                                                                  \
         for (; i + 2 * L <= n; i += 2 * L) {                                                  \
             V y0 = *(const V *)(y + i), y1 = *(const V *)(y + i + L);                         \
             a0 += y0; a1 += y1;                                                               \
             b0 += y0 * (*(const V *)(x + i) - c);                                             \
             b1 += y1 * (*(const V *)(x + i + L) - c);                                         \
         }                                                                                     \
-        if (i + L <= n) {                                                                     \
-            V y0 = *(const V *)(y + i);                                                       \
-            a0 += y0; b0 += y0 * (*(const V *)(x + i) - c);                                   \
-            i += L;                                                                           \
-        }                                                                                     \
-        if (i < n) {                                                                          \
-            V y1, x1;                                                                         \
-            fdl_nb_tail_##SFX(y, i, n, (T)0, &y1);                                            \
-            fdl_nb_tail_##SFX(x, i, n, c, &x1);                                               \
-            a1 += y1; b1 += y1 * (x1 - c);                                                    \
-        }                                                                                     \
-        a0 += a1; b0 += b1;                                                                   \
-        *s1 += fdl_nb_fold_##SFX(&a0);                                                        \
-        *s2 += fdl_nb_fold_##SFX(&b0);                                                        \
-        return;                                                                               \
     }                                                                                         \
-    for (; i + 2 * L <= n; i += 2 * L) {                                                      \
-        a0 += *(const V *)(x + i);                                                            \
-        a1 += *(const V *)(x + i + L);                                                        \
+    if (i + L <= n) {                                                                         \
+        V y0 = *(const V *)(y + i);                                                           \
+        if (g) y0 *= *(const V *)(g + i);                                                     \
+        a0 += y0; b0 += y0 * (*(const V *)(x + i) - c);                                       \
+        i += L;                                                                               \
     }                                                                                         \
-    if (i + L <= n) { a0 += *(const V *)(x + i); i += L; }                                    \
-    if (i < n) { V t1; fdl_nb_tail_##SFX(x, i, n, (T)0, &t1); a1 += t1; }                     \
-    a0 += a1;                                                                                 \
+    if (i < n) {                                                                              \
+        V y1, x1;                                                                             \
+        fdl_nb_tail_##SFX(y, i, n, (T)0, &y1);                                                \
+        if (g) { V g1; fdl_nb_tail_##SFX(g, i, n, (T)0, &g1); y1 *= g1; }                     \
+        fdl_nb_tail_##SFX(x, i, n, c, &x1);                                                   \
+        a1 += y1; b1 += y1 * (x1 - c);                                                        \
+    }                                                                                         \
+    a0 += a1; b0 += b1;                                                                       \
     *s1 += fdl_nb_fold_##SFX(&a0);                                                            \
+    *s2 += fdl_nb_fold_##SFX(&b0);                                                            \
 }                                                                                             \
-/* moments of one block (n <= FDL_NB_BLOCK): mean, then the corrected deviation sum */        \
+/* moments of one block (n <= FDL_NB_BLOCK): mean, then the corrected deviation sum; four   \
+ * accumulator vectors per sum (a chain of dependent adds per vector limits the loop) */     \
 FDL_INLINE void fdl_nb_block_##SFX(const T *FDL_RESTRICT x, ptrdiff_t n, double *mean,       \
                                    double *m2)                                                \
 {                                                                                             \
     enum { L = 64 / sizeof(T) };                                                              \
     typedef fdl_vec_##SFX V;                                                                  \
-    double s = 0.0;                                                                           \
-    fdl_nb_sums_##SFX(x, NULL, n, (T)0, &s, NULL);                                            \
-    T mu = (T)(s / (double)n);                                                                \
-    V q0 = {0}, q1 = {0}, e0 = {0}, e1 = {0};                                                 \
+    V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                 \
     ptrdiff_t i = 0;                                                                          \
-    for (; i + 2 * L <= n; i += 2 * L) {                                                      \
-        V d0 = *(const V *)(x + i) - mu, d1 = *(const V *)(x + i + L) - mu;                   \
-        q0 += d0 * d0; q1 += d1 * d1; e0 += d0; e1 += d1;                                     \
+    for (; i + 4 * L <= n; i += 4 * L) {                                                      \
+        a0 += *(const V *)(x + i); a1 += *(const V *)(x + i + L);                             \
+        a2 += *(const V *)(x + i + 2 * L); a3 += *(const V *)(x + i + 3 * L);                 \
     }                                                                                         \
-    if (i + L <= n) {                                                                         \
+    for (; i + L <= n; i += L) a0 += *(const V *)(x + i);                                     \
+    if (i < n) { V t; fdl_nb_tail_##SFX(x, i, n, (T)0, &t); a1 += t; }                        \
+    a0 += a1; a2 += a3; a0 += a2;                                                             \
+    T mu = (T)(fdl_nb_fold_##SFX(&a0) / (double)n);                                           \
+    V q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}, e0 = {0}, e1 = {0}, e2 = {0}, e3 = {0};         \
+    for (i = 0; i + 4 * L <= n; i += 4 * L) {                                                 \
+        V d0 = *(const V *)(x + i) - mu, d1 = *(const V *)(x + i + L) - mu;                   \
+        V d2 = *(const V *)(x + i + 2 * L) - mu, d3 = *(const V *)(x + i + 3 * L) - mu;       \
+        q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;                           \
+        e0 += d0; e1 += d1; e2 += d2; e3 += d3;                                               \
+    }                                                                                         \
+    for (; i + L <= n; i += L) {                                                              \
         V d0 = *(const V *)(x + i) - mu;                                                      \
         q0 += d0 * d0; e0 += d0;                                                              \
-        i += L;                                                                               \
     }                                                                                         \
     if (i < n) {                                                                              \
         V d1;                                                                                 \
@@ -128,7 +138,7 @@ FDL_INLINE void fdl_nb_block_##SFX(const T *FDL_RESTRICT x, ptrdiff_t n, double 
         d1 -= mu;                                                                             \
         q1 += d1 * d1; e1 += d1;                                                              \
     }                                                                                         \
-    q0 += q1; e0 += e1;                                                                       \
+    q0 += q1; q2 += q3; q0 += q2; e0 += e1; e2 += e3; e0 += e2;                               \
     double q = fdl_nb_fold_##SFX(&q0), e = fdl_nb_fold_##SFX(&e0);                            \
     /* the mean of the block is mu + e/n; the deviation sum about it is q - e^2/n */         \
     *mean = (double)mu + e / (double)n;                                                       \
@@ -147,13 +157,13 @@ FDL_DISPATCH static void fdl_nb_moments_##SFX(const T *x, ptrdiff_t n, double *o
     out[0] = cn; out[1] = m; out[2] = q;                                                      \
 }                                                                                             \
 /* (sum dy, sum dy*(x - c)) of a contiguous run, block sums added in order */                \
-FDL_DISPATCH static void fdl_nb_dsums_##SFX(const T *x, const T *dy, ptrdiff_t n, T c,        \
-                                            double *out)                                      \
+FDL_DISPATCH static void fdl_nb_dsums_##SFX(const T *x, const T *dy, const T *g, ptrdiff_t n,  \
+                                            T c, double *out)                                 \
 {                                                                                             \
     double s1 = 0.0, s2 = 0.0;                                                                \
     for (ptrdiff_t i = 0; i < n; i += FDL_NB_BLOCK) {                                         \
         ptrdiff_t len = n - i < FDL_NB_BLOCK ? n - i : FDL_NB_BLOCK;                          \
-        fdl_nb_sums_##SFX(x + i, dy + i, len, c, &s1, &s2);                                   \
+        fdl_nb_sums_##SFX(x + i, dy + i, g ? g + i : NULL, len, c, &s1, &s2);                                   \
     }                                                                                         \
     out[0] = s1; out[1] = s2;                                                                 \
 }                                                                                             \
@@ -260,30 +270,53 @@ FDL_DISPATCH static void fdl_ln_row_##SFX(const T *FDL_RESTRICT x, T *FDL_RESTRI
         for (ptrdiff_t j = 0; j < D; ++j) y[j] = (x[j] - mu) * inv;                           \
     }                                                                                         \
 }                                                                                             \
-/* Layer-norm backward of one row: dx, and (when colsum) dgamma/dbeta partials added into    \
- * cg[j] += dy*xhat, cb[j] += dy (double). gdy: scratch of D. */                              \
-FDL_DISPATCH static void fdl_ln_row_bwd_##SFX(const T *FDL_RESTRICT x, const T *FDL_RESTRICT dy,\
-                                              T *FDL_RESTRICT dx, ptrdiff_t D,                \
-                                              const T *FDL_RESTRICT g, T mu, T inv,           \
-                                              double *FDL_RESTRICT cg,                        \
-                                              double *FDL_RESTRICT cb,                        \
-                                              T *FDL_RESTRICT gdy)                            \
+/* dx of one row, and the row's dy*xhat and dy added to the column accumulators (restrict  \
+ * parameters: written inline with six pointers GCC kept the loop scalar, 3x slower) */      \
+FDL_INLINE void fdl_ln_dx_cols_##SFX(const T *FDL_RESTRICT xr, const T *FDL_RESTRICT dr,     \
+                                     const T *FDL_RESTRICT g, T *FDL_RESTRICT out,           \
+                                     T *FDL_RESTRICT cg, T *FDL_RESTRICT cb, ptrdiff_t D,    \
+                                     T mu, T inv, T c1, T c2)                                \
 {                                                                                             \
-    const T *u = dy;                                                                          \
-    if (g) {                                                                                  \
-        for (ptrdiff_t j = 0; j < D; ++j) gdy[j] = g[j] * dy[j];                              \
-        u = gdy;                                                                              \
+    for (ptrdiff_t j = 0; j < D; ++j) {                                                       \
+        T d = xr[j] - mu;                                                                     \
+        out[j] = inv * ((g[j] * dr[j] - c1) - d * c2);                                        \
+        cg[j] += dr[j] * (d * inv);                                                           \
+        cb[j] += dr[j];                                                                       \
     }                                                                                         \
-    double s[2];                                                                              \
-    fdl_nb_dsums_##SFX(x, u, D, mu, s);                                                       \
-    /* dx = inv * (u - mean(u) - xhat * mean(u * xhat)), xhat = (x - mu) * inv */            \
-    T c1 = (T)(s[0] / (double)D);                                                             \
-    T c2 = (T)(s[1] * (double)inv * (double)inv / (double)D);                                 \
-    for (ptrdiff_t j = 0; j < D; ++j) dx[j] = inv * ((u[j] - c1) - (x[j] - mu) * c2);         \
-    if (cg) {                                                                                 \
-        for (ptrdiff_t j = 0; j < D; ++j) {                                                   \
-            cg[j] += (double)(dy[j] * ((x[j] - mu) * inv));                                   \
-            cb[j] += (double)dy[j];                                                           \
+}                                                                                             \
+/* Layer-norm backward of rows [r0, r1) (contiguous rows of D): dx, and (g given) the        \
+ * column partials dgamma = sum dy*xhat, dbeta = sum dy of these rows into part[0, D) and    \
+ * part[D, 2D) (double). Columns are summed in T over blocks of FDL_NB_ROWS rows, blocks     \
+ * added to double in order. scratch: 2*D of T. */                                            \
+FDL_DISPATCH static void fdl_ln_rows_bwd_##SFX(const T *x, const T *dy, T *dx, ptrdiff_t r0,  \
+                                               ptrdiff_t r1, ptrdiff_t D, const T *g,         \
+                                               const T *mean, const T *inv_std, double *part, \
+                                               T *scratch)                                    \
+{                                                                                             \
+    T *FDL_RESTRICT cg = scratch, *FDL_RESTRICT cb = scratch + D;                             \
+    if (g) {                                                                                  \
+        for (ptrdiff_t j = 0; j < 2 * D; ++j) part[j] = 0.0;                                  \
+        for (ptrdiff_t j = 0; j < D; ++j) { cg[j] = 0; cb[j] = 0; }                           \
+    }                                                                                         \
+    for (ptrdiff_t r = r0; r < r1; ++r) {                                                     \
+        const T *FDL_RESTRICT xr = x + r * D, *FDL_RESTRICT dr = dy + r * D;                  \
+        T *FDL_RESTRICT out = dx + r * D;                                                     \
+        T mu = mean[r], inv = inv_std[r];                                                     \
+        double s[2];                                                                          \
+        fdl_nb_dsums_##SFX(xr, dr, g, D, mu, s);                                              \
+        /* dx = inv * (u - mean(u) - xhat * mean(u * xhat)), xhat = (x - mu) * inv */        \
+        T c1 = (T)(s[0] / (double)D);                                                         \
+        T c2 = (T)(s[1] * (double)inv * (double)inv / (double)D);                             \
+        if (g) {                                                                              \
+            fdl_ln_dx_cols_##SFX(xr, dr, g, out, cg, cb, D, mu, inv, c1, c2);                   \
+            if ((r - r0) % FDL_NB_ROWS == FDL_NB_ROWS - 1 || r == r1 - 1) {                   \
+                for (ptrdiff_t j = 0; j < D; ++j) {                                           \
+                    part[j] += (double)cg[j]; part[D + j] += (double)cb[j];                   \
+                    cg[j] = 0; cb[j] = 0;                                                     \
+                }                                                                             \
+            }                                                                                 \
+        } else {                                                                              \
+            for (ptrdiff_t j = 0; j < D; ++j) out[j] = inv * ((dr[j] - c1) - (xr[j] - mu) * c2); \
         }                                                                                     \
     }                                                                                         \
 }

@@ -35,9 +35,10 @@ cdef extern from "fastdl/norm.h" nogil:
     void fdl_moments_merge(double *n, double *m, double *q, double nb, double mb, double qb)
     void fdl_nb_moments_f32(const float *x, Py_ssize_t n, double *out)
     void fdl_nb_moments_f64(const double *x, Py_ssize_t n, double *out)
-    void fdl_nb_dsums_f32(const float *x, const float *dy, Py_ssize_t n, float c, double *out)
-    void fdl_nb_dsums_f64(const double *x, const double *dy, Py_ssize_t n, double c,
+    void fdl_nb_dsums_f32(const float *x, const float *dy, const float *g, Py_ssize_t n, float c,
                           double *out)
+    void fdl_nb_dsums_f64(const double *x, const double *dy, const double *g, Py_ssize_t n,
+                          double c, double *out)
     void fdl_nb_affine_f32(const float *x, float *y, Py_ssize_t n, float m, float a, float b)
     void fdl_nb_affine_f64(const double *x, double *y, Py_ssize_t n, double m, double a,
                            double b)
@@ -71,12 +72,12 @@ cdef extern from "fastdl/norm.h" nogil:
                         double eps, float *mean, float *inv)
     void fdl_ln_row_f64(const double *x, double *y, Py_ssize_t D, const double *g,
                         const double *b, double eps, double *mean, double *inv)
-    void fdl_ln_row_bwd_f32(const float *x, const float *dy, float *dx, Py_ssize_t D,
-                            const float *g, float mu, float inv, double *cg, double *cb,
-                            float *gdy)
-    void fdl_ln_row_bwd_f64(const double *x, const double *dy, double *dx, Py_ssize_t D,
-                            const double *g, double mu, double inv, double *cg, double *cb,
-                            double *gdy)
+    void fdl_ln_rows_bwd_f32(const float *x, const float *dy, float *dx, Py_ssize_t r0,
+                             Py_ssize_t r1, Py_ssize_t D, const float *g, const float *mean,
+                             const float *inv_std, double *part, float *scratch)
+    void fdl_ln_rows_bwd_f64(const double *x, const double *dy, double *dx, Py_ssize_t r0,
+                             Py_ssize_t r1, Py_ssize_t D, const double *g, const double *mean,
+                             const double *inv_std, double *part, double *scratch)
 
 # Kernels keep the GIL below this many elements (releasing it costs more than the work).
 cdef Py_ssize_t GIL_MIN_ELEMENTS = 4096
@@ -207,10 +208,10 @@ cdef void _bn_item(const BNJob *j, int phase, Py_ssize_t it) noexcept nogil:
         elif phase == PH_DSUMS:
             dp = j.dy + n * j.dsn + c * j.dsc + s0 * isz
             if j.f32:
-                fdl_nb_dsums_f32(<float *>xp, <float *>dp, ln, (<float *>j.m)[c],
+                fdl_nb_dsums_f32(<float *>xp, <float *>dp, NULL, ln, (<float *>j.m)[c],
                                  j.part + 2 * slot)
             else:
-                fdl_nb_dsums_f64(<double *>xp, <double *>dp, ln, (<double *>j.m)[c],
+                fdl_nb_dsums_f64(<double *>xp, <double *>dp, NULL, ln, (<double *>j.m)[c],
                                  j.part + 2 * slot)
         elif phase == PH_AFFINE:
             yp = j.y + n * j.ysn + c * j.ysc + s0 * isz
@@ -718,27 +719,18 @@ ctypedef struct LNBwd:
 
 
 cdef void _ln_bwd_chunk(const LNBwd *a, Py_ssize_t k) noexcept nogil:
-    """Rows of chunk k: dx, and its dgamma/dbeta partials (rows added in order)."""
-    cdef Py_ssize_t r, j, r1 = (k + 1) * a.rpc
-    cdef Py_ssize_t D = a.D
-    cdef double *cg = NULL
-    cdef double *cb = NULL
+    """Rows of chunk k: dx, and (gamma given) its dgamma/dbeta partials in slot k."""
+    cdef Py_ssize_t r1 = (k + 1) * a.rpc
     if r1 > a.R:
         r1 = a.R
-    if a.g != NULL:
-        cg = a.part + 2 * D * k
-        cb = cg + D
-        for j in range(2 * D):
-            cg[j] = 0.0
-    for r in range(k * a.rpc, r1):
-        if a.f32:
-            fdl_ln_row_bwd_f32(<float *>a.x + r * D, <float *>a.dy + r * D, <float *>a.dx + r * D,
-                               D, <float *>a.g, (<float *>a.m)[r], (<float *>a.inv)[r], cg, cb,
-                               <float *>a.gdy + k * D)
-        else:
-            fdl_ln_row_bwd_f64(<double *>a.x + r * D, <double *>a.dy + r * D,
-                               <double *>a.dx + r * D, D, <double *>a.g, (<double *>a.m)[r],
-                               (<double *>a.inv)[r], cg, cb, <double *>a.gdy + k * D)
+    if a.f32:
+        fdl_ln_rows_bwd_f32(<float *>a.x, <float *>a.dy, <float *>a.dx, k * a.rpc, r1, a.D,
+                            <float *>a.g, <float *>a.m, <float *>a.inv, a.part + 2 * a.D * k,
+                            <float *>a.gdy + 2 * a.D * k)
+    else:
+        fdl_ln_rows_bwd_f64(<double *>a.x, <double *>a.dy, <double *>a.dx, k * a.rpc, r1, a.D,
+                            <double *>a.g, <double *>a.m, <double *>a.inv,
+                            a.part + 2 * a.D * k, <double *>a.gdy + 2 * a.D * k)
 
 
 def layer_norm_backward(dy, x, normalized_shape, gamma, mean, inv_std):
@@ -791,7 +783,7 @@ def layer_norm_backward(dy, x, normalized_shape, gamma, mean, inv_std):
     a.rpc = max(_ln_rows_per_item(D), (R + 255) // 256)
     cdef Py_ssize_t chunks = (R + a.rpc - 1) // a.rpc
     cdef cnp.ndarray part = np.empty(2 * D * chunks if g is not None else 1, np.float64)
-    cdef cnp.ndarray gdy = np.empty(D * chunks, dt)
+    cdef cnp.ndarray gdy = np.empty(2 * D * chunks, dt)    # per chunk: column accumulators
     a.x = <char *>cnp.PyArray_DATA(X)
     a.dy = <char *>cnp.PyArray_DATA(DY)
     a.dx = <char *>cnp.PyArray_DATA(DX)
@@ -813,12 +805,9 @@ def layer_norm_backward(dy, x, normalized_shape, gamma, mean, inv_std):
                 for k in prange(chunks, schedule='static', num_threads=nth):
                     _ln_bwd_chunk(&a, k)
     if g is not None:
-        # chunk partials added in chunk order (np.add.reduce over axis 0 of a C array adds
-        # rows one after another, the same for any thread count)
-        sums = part.reshape(chunks, 2, D)
-        tot = sums[0].copy()
-        for k in range(1, chunks):
-            tot += sums[k]
+        # chunk partials combined by NumPy's reduction over the chunk axis: an order fixed by
+        # the number of chunks, which depends on the shape only
+        tot = part.reshape(chunks, 2, D).sum(axis=0)
         dgamma = tot[0].astype(dt).reshape(ns)
         dbeta = tot[1].astype(dt).reshape(ns)
     return DX, dgamma, dbeta
