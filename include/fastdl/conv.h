@@ -136,12 +136,28 @@ FDL_DISPATCH static void fdl_direct_plane_##SFX(const T *FDL_RESTRICT x, ptrdiff
                 if (h < 0 || h >= H) continue;                                                   \
                 const T *xr = x + (c * H + h) * W;                                               \
                 const T *wr = w + (c * g->kh + i) * g->kw;                                       \
+                ptrdiff_t in_lo = 0, in_hi = 0;                                                  \
+                if (g->kw == 3 && s == 1 && g->dw == 1) {                                        \
+                    /* The three taps of a row in one pass where all of them are inside the    \
+                       input (a 3x3 depthwise conv: a third of the passes over the row). */     \
+                    T w0 = wr[0], w1 = wr[1], w2 = wr[2];                                        \
+                    const T *p = xr - g->pl;                                                     \
+                    in_lo = g->pl < Wo ? g->pl : Wo;                                             \
+                    in_hi = W - 2 + g->pl < Wo ? W - 2 + g->pl : Wo;                             \
+                    if (in_hi < in_lo) in_hi = in_lo;                                            \
+                    for (ow = in_lo; ow < in_hi; ow++)                                           \
+                        row[ow] += w0 * p[ow] + w1 * p[ow + 1] + w2 * p[ow + 2];                 \
+                }                                                                                \
                 for (j = 0; j < g->kw; j++) {                                                    \
                     ptrdiff_t off = j * g->dw - g->pl;                                           \
                     T wv = wr[j];                                                                \
                     fdl_conv_range(Wo, W, s, off, &lo, &hi);                                     \
                     const T *p = xr + off;                                                       \
-                    if (s == 1) {                                                                \
+                    if (in_hi > in_lo) {                                                         \
+                        /* only the columns the three-tap pass left out */                       \
+                        for (ow = lo; ow < hi && ow < in_lo; ow++) row[ow] += wv * p[ow];        \
+                        for (ow = in_hi > lo ? in_hi : lo; ow < hi; ow++) row[ow] += wv * p[ow]; \
+                    } else if (s == 1) {                                                         \
                         for (ow = lo; ow < hi; ow++) row[ow] += wv * p[ow];                      \
                     } else {                                                                     \
                         for (ow = lo; ow < hi; ow++) row[ow] += wv * p[ow * s];                  \
