@@ -100,6 +100,21 @@ def test_grouped(dtype, rng, grouped_path, stride, padding, dilation, C, O, grou
     _check_backward(random_array(rng, y.shape, dtype), x, w, dtype, **hp)
 
 
+@pytest.mark.parametrize("limit", [None, 1], ids=["padded-copies", "in-place"])
+@pytest.mark.parametrize("hp", [dict(padding=1), dict(padding=(2, 0), stride=(1, 2)),
+                                dict(padding=3, dilation=2), dict(stride=3)])
+def test_direct_kernels(dtype, rng, workspace_limit, limit, hp):
+    # The direct kernel reads zero-padded copies of the input planes when they fit the cap,
+    # the planes themselves (with per-tap column ranges) otherwise.
+    if limit is not None:
+        workspace_limit(limit)
+    x = random_array(rng, (2, 6, 11, 9), dtype)
+    w = random_array(rng, (6, 2, 3, 3), dtype)
+    b = random_array(rng, (6,), dtype)
+    y = _check_forward(x, w, b, dtype, groups=3, **hp)
+    _check_backward(random_array(rng, y.shape, dtype), x, w, dtype, groups=3, **hp)
+
+
 @pytest.mark.parametrize("kernel", [(1, 1), (2, 2), (3, 3), (4, 4), (2, 5), (4, 1)])
 @pytest.mark.parametrize("dilation", [1, 2, (2, 1)])
 def test_same_padding(dtype, rng, kernel, dilation):

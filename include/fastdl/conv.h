@@ -43,6 +43,14 @@ static inline void fdl_conv_range(ptrdiff_t n_out, ptrdiff_t n_in, ptrdiff_t s, 
     *hi = b;
 }
 
+/* Padded plane extent the direct kernel reads: rows [0, Hp) and columns [0, Wp) of the input
+   shifted by (pt, pl); the bottom/right padding is whatever the last output needs. */
+static inline void fdl_padded_dims(const fdl_conv_geom *g, ptrdiff_t *Hp, ptrdiff_t *Wp)
+{
+    *Hp = (g->Ho - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    *Wp = (g->Wo - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+}
+
 #define FDL_DEFINE_CONV(T, SFX, ACC)                                                            \
 /* One row of the lowered matrix: tap (i, j) of one input plane for output rows [oh0, oh1).  \
    The plane may have any element strides (sy, sx); dst is contiguous. Rows are short (Wo),   \
@@ -161,6 +169,62 @@ FDL_DISPATCH static void fdl_direct_plane_##SFX(const T *FDL_RESTRICT x, ptrdiff
                         for (ow = lo; ow < hi; ow++) row[ow] += wv * p[ow];                      \
                     } else {                                                                     \
                         for (ow = lo; ow < hi; ow++) row[ow] += wv * p[ow * s];                  \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+}                                                                                                \
+                                                                                                 \
+/* The same on zero-padded copies of the cg input planes (scratch: cg * Hp * Wp elements, see  \
+   fdl_padded_dims): every tap of every output column is inside, so each pass over a row is   \
+   one branch-free vectorised loop (no edge columns, no per-tap ranges). */                      \
+FDL_DISPATCH static void fdl_direct_padded_plane_##SFX(const T *FDL_RESTRICT x, ptrdiff_t cg,   \
+        const T *FDL_RESTRICT w, T bias, const fdl_conv_geom *g, T *FDL_RESTRICT scratch,        \
+        T *FDL_RESTRICT y)                                                                       \
+{                                                                                                \
+    ptrdiff_t H = g->H, W = g->W, Wo = g->Wo, Hp, Wp, oh, ow, c, i, j, r;                        \
+    ptrdiff_t s = g->sw;                                                                         \
+    fdl_padded_dims(g, &Hp, &Wp);                                                                \
+    for (c = 0; c < cg; c++) {                                                                   \
+        T *dst = scratch + c * Hp * Wp;                                                          \
+        for (r = 0; r < Hp; r++, dst += Wp) {                                                    \
+            ptrdiff_t h = r - g->pt;                                                             \
+            if (h < 0 || h >= H) {                                                               \
+                for (ow = 0; ow < Wp; ow++) dst[ow] = 0;                                         \
+                continue;                                                                        \
+            }                                                                                    \
+            const T *src = x + (c * H + h) * W;                                                  \
+            ptrdiff_t a = g->pl < Wp ? g->pl : Wp;                                               \
+            ptrdiff_t n = Wp - g->pl < W ? Wp - g->pl : W;                                       \
+            if (n < 0) n = 0;                                                                    \
+            for (ow = 0; ow < a; ow++) dst[ow] = 0;                                              \
+            for (ow = 0; ow < n; ow++) dst[a + ow] = src[ow];                                    \
+            for (ow = a + n; ow < Wp; ow++) dst[ow] = 0;                                         \
+        }                                                                                        \
+    }                                                                                            \
+    for (oh = 0; oh < g->Ho; oh++) {                                                             \
+        T *row = y + oh * Wo;                                                                    \
+        for (ow = 0; ow < Wo; ow++) row[ow] = bias;                                              \
+        for (c = 0; c < cg; c++) {                                                               \
+            for (i = 0; i < g->kh; i++) {                                                        \
+                const T *p = scratch + (c * Hp + oh * g->sh + i * g->dh) * Wp;                   \
+                const T *wr = w + (c * g->kh + i) * g->kw;                                       \
+                if (g->kw == 3 && s == 1 && g->dw == 1) {                                        \
+                    T w0 = wr[0], w1 = wr[1], w2 = wr[2];                                        \
+                    for (ow = 0; ow < Wo; ow++)                                                  \
+                        row[ow] += w0 * p[ow] + w1 * p[ow + 1] + w2 * p[ow + 2];                 \
+                } else if (s == 1) {                                                             \
+                    for (j = 0; j < g->kw; j++) {                                                \
+                        T wv = wr[j];                                                            \
+                        const T *q = p + j * g->dw;                                              \
+                        for (ow = 0; ow < Wo; ow++) row[ow] += wv * q[ow];                       \
+                    }                                                                            \
+                } else {                                                                         \
+                    for (j = 0; j < g->kw; j++) {                                                \
+                        T wv = wr[j];                                                            \
+                        const T *q = p + j * g->dw;                                              \
+                        for (ow = 0; ow < Wo; ow++) row[ow] += wv * q[ow * s];                   \
                     }                                                                            \
                 }                                                                                \
             }                                                                                    \

@@ -55,6 +55,12 @@ cdef extern from "fastdl/conv.h" nogil:
                               const fdl_conv_geom *g, float *y)
     void fdl_direct_plane_f64(const double *x, Py_ssize_t cg, const double *w, double bias,
                               const fdl_conv_geom *g, double *y)
+    void fdl_direct_padded_plane_f32(const float *x, Py_ssize_t cg, const float *w, float bias,
+                                     const fdl_conv_geom *g, float *scratch, float *y)
+    void fdl_direct_padded_plane_f64(const double *x, Py_ssize_t cg, const double *w,
+                                     double bias, const fdl_conv_geom *g, double *scratch,
+                                     double *y)
+    void fdl_padded_dims(const fdl_conv_geom *g, Py_ssize_t *Hp, Py_ssize_t *Wp)
     void fdl_direct_dx_plane_f32(float *dx, const float *dy, Py_ssize_t og, const float *w,
                                  Py_ssize_t wstride, const fdl_conv_geom *g)
     void fdl_direct_dx_plane_f64(double *dx, const double *dy, Py_ssize_t og, const double *w,
@@ -751,7 +757,8 @@ cdef void _pointwise_images(int dt, Py_ssize_t N, Py_ssize_t G, Py_ssize_t O, Py
 
 cdef inline void _direct_item(int dt, const char *x, const char *w, const char *bias,
                               char *y, const fdl_conv_geom *g, Py_ssize_t C, Py_ssize_t O,
-                              Py_ssize_t Cg, Py_ssize_t Og, Py_ssize_t it) noexcept nogil:
+                              Py_ssize_t Cg, Py_ssize_t Og, char *scratch,
+                              Py_ssize_t it) noexcept nogil:
     cdef Py_ssize_t n = it // O
     cdef Py_ssize_t o = it - n * O
     cdef Py_ssize_t grp = o // Og
@@ -759,13 +766,23 @@ cdef inline void _direct_item(int dt, const char *x, const char *w, const char *
     cdef Py_ssize_t woff = o * Cg * g.kh * g.kw
     cdef Py_ssize_t yoff = it * g.Ho * g.Wo
     if dt == DT_FLOAT32:
-        fdl_direct_plane_f32(<const float *>x + xoff, Cg, <const float *>w + woff,
-                             (<const float *>bias)[o] if bias != NULL else 0.0, g,
-                             <float *>y + yoff)
+        if scratch != NULL:
+            fdl_direct_padded_plane_f32(<const float *>x + xoff, Cg, <const float *>w + woff,
+                                        (<const float *>bias)[o] if bias != NULL else 0.0, g,
+                                        <float *>scratch, <float *>y + yoff)
+        else:
+            fdl_direct_plane_f32(<const float *>x + xoff, Cg, <const float *>w + woff,
+                                 (<const float *>bias)[o] if bias != NULL else 0.0, g,
+                                 <float *>y + yoff)
     else:
-        fdl_direct_plane_f64(<const double *>x + xoff, Cg, <const double *>w + woff,
-                             (<const double *>bias)[o] if bias != NULL else 0.0, g,
-                             <double *>y + yoff)
+        if scratch != NULL:
+            fdl_direct_padded_plane_f64(<const double *>x + xoff, Cg, <const double *>w + woff,
+                                        (<const double *>bias)[o] if bias != NULL else 0.0, g,
+                                        <double *>scratch, <double *>y + yoff)
+        else:
+            fdl_direct_plane_f64(<const double *>x + xoff, Cg, <const double *>w + woff,
+                                 (<const double *>bias)[o] if bias != NULL else 0.0, g,
+                                 <double *>y + yoff)
 
 
 cdef inline void _direct_dx_item(int dt, char *dx, const char *dy, const char *w,
@@ -813,16 +830,20 @@ cdef inline void _direct_dw_item(int dt, const char *x, const char *dy, char *dw
 
 cdef void _direct_forward(int dt, const char *x, const char *w, const char *bias, char *y,
                           const fdl_conv_geom *g, Py_ssize_t C, Py_ssize_t O, Py_ssize_t Cg,
-                          Py_ssize_t Og, Py_ssize_t items, int nthreads) noexcept nogil:
+                          Py_ssize_t Og, Py_ssize_t items, char *scratch,
+                          Py_ssize_t scratch_bytes, int nthreads) noexcept nogil:
+    """One output plane per item; with scratch, on zero-padded copies of its input planes
+    (one slice of scratch_bytes per thread)."""
     cdef Py_ssize_t it
     if items * g.Ho * g.Wo < PARALLEL_MIN_ELEMENTS:
         nthreads = 1
     if nthreads <= 1:
         for it in range(items):
-            _direct_item(dt, x, w, bias, y, g, C, O, Cg, Og, it)
+            _direct_item(dt, x, w, bias, y, g, C, O, Cg, Og, scratch, it)
     else:
         for it in prange(items, schedule='static', num_threads=nthreads):
-            _direct_item(dt, x, w, bias, y, g, C, O, Cg, Og, it)
+            _direct_item(dt, x, w, bias, y, g, C, O, Cg, Og,
+                         scratch + threadid() * scratch_bytes if scratch != NULL else NULL, it)
 
 
 cdef void _direct_backward(int dt, const char *x, const char *dy, const char *w, char *dx,
@@ -908,9 +929,10 @@ cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometr
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(W)
     cdef char *bias = <char *>cnp.PyArray_DATA(Bv) if Bv is not None else NULL
     cdef double work = <double>cnp.PyArray_SIZE(Y) * geo.Kg
-    cdef Py_ssize_t items, ld, bi, n, g, unit_bytes
+    cdef Py_ssize_t items, ld, bi, n, g, unit_bytes, hp, wpad
     cdef fdl_conv_geom gm = geo.g
     cdef char *xp
+    cdef char *sp
     cdef char *wp = <char *>cnp.PyArray_DATA(W)
     cdef char *yp = <char *>cnp.PyArray_DATA(Y)
     cdef Lowered p
@@ -923,13 +945,24 @@ cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometr
         X = _aligned_c(X)
         xp = <char *>cnp.PyArray_DATA(X)
         items = geo.N * geo.O
+        # Zero-padded copies of a group's planes, one per thread, if they fit the cap.
+        fdl_padded_dims(&gm, &hp, &wpad)
+        unit_bytes = geo.Cg * hp * wpad * isz
+        scratch = None
+        sp = NULL
+        if unit_bytes * _procs() <= _workspace_limit:
+            # (decided by the processor count, so the kernel, and every bit, is the same for
+            # any thread count; threads beyond the cap's share simply do not start)
+            nthreads = max(1, min(nthreads, _workspace_limit // max(unit_bytes, 1)))
+            scratch = np.empty(nthreads * unit_bytes, dtype=np.uint8)
+            sp = <char *>cnp.PyArray_DATA(scratch)
         if work >= NOGIL_MIN_WORK:
             with nogil:
                 _direct_forward(dt, xp, wp, bias, yp, &gm, geo.C, geo.O, geo.Cg, geo.Og, items,
-                                nthreads)
+                                sp, unit_bytes, nthreads)
         else:
             _direct_forward(dt, xp, wp, bias, yp, &gm, geo.C, geo.O, geo.Cg, geo.Og, items,
-                            nthreads)
+                            sp, unit_bytes, nthreads)
         return Y
 
     if _pointwise(geo):
