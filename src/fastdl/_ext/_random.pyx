@@ -348,6 +348,12 @@ def dropout(x, p, training=True, *, seed=None, return_mask=False, return_seed=Fa
     ``out``: a float array of x's shape and result dtype, any layout; may be x itself (in
     place). The result is C-ordered otherwise. float32 stays float32; integer and bool
     inputs compute in float64.
+
+    Speed: one pass, the words of 128 elements generated in L1 and applied at once, in fixed
+    items of 16384 elements over fastdl's threads. Every layout is read where it lies, but in
+    C order: an array whose last axis is not its contiguous one (Fortran order, a transposed
+    view) is gathered with strides, several times slower than a C array (a 4096x4096 float32
+    F array: about the time of NumPy's own copy of it to C order).
     """
     cdef cnp.ndarray X = as_float_array(x, "dropout", "x")
     cdef double pv = _p(p, "dropout")
