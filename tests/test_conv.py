@@ -245,6 +245,21 @@ def test_empty(dtype, N, C, O):
     np.testing.assert_array_equal(db, rdb)
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+def test_empty_planes_padded(dtype, rng, groups):
+    # H = 0 with padding: every window is padding, y is the bias, the gradients are zero.
+    x = np.ones((2, 6, 0, 4), dtype)
+    w = random_array(rng, (6, 6 // groups, 3, 3), dtype)
+    b = random_array(rng, (6,), dtype)
+    y = fastdl.conv2d(x, w, b, 1, 2, 1, groups)
+    assert y.shape == (2, 6, 2, 6)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[:, None, None], y.shape))
+    dx, dw, db = fastdl.conv2d_backward(np.ones(y.shape, dtype), x, w, 1, 2, 1, groups)
+    assert dx.shape == x.shape
+    np.testing.assert_array_equal(dw, np.zeros_like(w))
+    np.testing.assert_array_equal(db, np.full(6, 24, dtype))
+
+
 # --------------------------------------------------------------------------------------
 # threads, chunking, the workspace cap
 
