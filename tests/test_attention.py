@@ -303,3 +303,48 @@ def test_backward_bad_shapes_leave_inputs_unchanged(rng):
     with pytest.raises(ValueError, match=r"'out' must have shape"):
         sdpa_bwd(do, q, k, v, out.T, lse)
     assert_unchanged(before, do, q, k, v, out, lse)
+
+
+def _kernels():
+    out = ["blas"]
+    for name in ("avx2", "avx512"):
+        _attention.KERNEL = name
+        try:
+            _attention._kernel_level_py()
+            out.append(name)
+        except RuntimeError:
+            pass
+        finally:
+            _attention.KERNEL = "auto"
+    return out
+
+
+@pytest.mark.parametrize("kernel", ["blas", "avx2", "avx512"])
+@pytest.mark.parametrize("L,S,E,Ev", [(7, 9, 5, 3), (65, 130, 16, 40), (33, 70, 64, 64)],
+                         ids=["tiny", "odd", "head64"])
+def test_every_forward_kernel(kernel, L, S, E, Ev, rng):
+    """The float32 forward's tile GEMMs: BLAS, and attention_gemm.h's AVX2 and AVX-512
+    kernels (each where this CPU has it), with tiles and panels crossing every border."""
+    if kernel not in _kernels():
+        pytest.skip(f"this CPU lacks {kernel}")
+    q, k, v = _qkv(rng, np.float32, (2, 3), L, S, E, Ev)
+    mask = rng.random((L, S)) < 0.8
+    old = _attention.KERNEL, _attention.BLOCK_Q, _attention.BLOCK_K
+    try:
+        for bq, bk in ((8, 16), (64, 256), (5, 48)):
+            _attention.KERNEL, _attention.BLOCK_Q, _attention.BLOCK_K = kernel, bq, bk
+            for kw in ({}, {"is_causal": True}, {"attn_mask": mask}):
+                _check(q, k, v, np.float32, **kw)
+    finally:
+        _attention.KERNEL, _attention.BLOCK_Q, _attention.BLOCK_K = old
+
+
+def test_kernel_setting_is_checked(rng):
+    q, k, v = _qkv(rng, np.float32, (1,), 3, 3, 2, 2)
+    old = _attention.KERNEL
+    try:
+        _attention.KERNEL = "fast"
+        with pytest.raises(ValueError, match="KERNEL must be"):
+            sdpa(q, k, v)
+    finally:
+        _attention.KERNEL = old

@@ -58,11 +58,14 @@ static inline void fdl_attn_mask_bool_##SFX(T *FDL_RESTRICT s,                  
 static inline T fdl_attn_online_##SFX(T *FDL_RESTRICT s, ptrdiff_t n, T *m, double *l)       \
 {                                                                                             \
     T cm = -(T)INFINITY;                                                                      \
+    _Pragma("omp simd reduction(max:cm)")                                                     \
     for (ptrdiff_t j = 0; j < n; ++j) cm = s[j] > cm ? s[j] : cm;                             \
     T mo = *m, mn = cm > mo ? cm : mo;                                                        \
     T ref = mn == -(T)INFINITY ? (T)0 : mn;                                                   \
     T f = EXP_NONPOS(mo - ref);                                                               \
     T acc = 0;                                                                                \
+    /* a vector reduction: its order is fixed by the SIMD clone, never by the threads */      \
+    _Pragma("omp simd reduction(+:acc)")                                                      \
     for (ptrdiff_t j = 0; j < n; ++j) {                                                       \
         T p = EXP_NONPOS(s[j] - ref);                                                         \
         s[j] = p;                                                                             \

@@ -65,7 +65,25 @@ cdef extern from "fastdl/attention.h" nogil:
     void fdl_attn_scale_f32(float *x, Py_ssize_t n, float f)
     void fdl_attn_scale_f64(double *x, Py_ssize_t n, double f)
 
+cdef extern from "fastdl/attention_gemm.h" nogil:
+    int fdl_agemm_level()
+    void fdl_agemm_avx512(int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                          float alpha, const float *A, Py_ssize_t lda, const float *B,
+                          Py_ssize_t ldb, float *C, Py_ssize_t ldc)
+    void fdl_agemm_avx2(int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                        float alpha, const float *A, Py_ssize_t lda, const float *B,
+                        Py_ssize_t ldb, float *C, Py_ssize_t ldc)
+    void fdl_attn_pack_kt(const float *k, Py_ssize_t ldk, Py_ssize_t n, Py_ssize_t E,
+                          float *kt, Py_ssize_t ldt)
+    void fdl_attn_pack_v(const float *v, Py_ssize_t ldv, Py_ssize_t n, Py_ssize_t ev,
+                         float *vp, Py_ssize_t ldp)
+
 cnp.import_array()
+
+# The float32 forward's tile GEMMs: "auto" (attention_gemm.h's register-blocked kernel at the
+# CPU's best level, BLAS where it has none), or forced: "blas", "avx2", "avx512" (tests).
+KERNEL = "auto"
+cdef int _CPU_LEVEL = fdl_agemm_level()
 
 # Tile sizes (rows of Q per work item, keys per tile). Module variables so that the tests can
 # shrink them to exercise many tiles on small inputs.
@@ -78,6 +96,7 @@ cdef double PARALLEL_MIN_WORK = 1 << 20
 
 cdef struct Problem:
     int dt
+    int kernel      # float32 forward: 0 BLAS, 1 AVX2 kernel, 2 AVX-512 kernel
     Py_ssize_t isz, nb, L, S, E, Ev, bq, bk
     double scale
     # operands: base pointers, byte offsets of each batch entry, row strides in elements
@@ -103,6 +122,9 @@ cdef struct Problem:
     char *dq
     char *dk
     char *dv
+    # float32 kernel path: K^T of every batch entry, packed once (E x ldkt floats each)
+    float *kt
+    Py_ssize_t ldkt
 
 
 cdef inline Mat _rows(char *data, Py_ssize_t ld) noexcept nogil:
@@ -158,7 +180,6 @@ cdef void _forward_item(const Problem *p, Py_ssize_t item, char *scratch) noexce
     cdef char *ob = p.out + (b * p.L + i0) * ev * isz
     cdef char *lb = p.lse + (b * p.L + i0) * isz
     cdef fdl_attn_mask mk
-    cdef double lse
     memset(ob, 0, rows * ev * isz)
     for r in range(rows):
         l[r] = 0.0
@@ -183,30 +204,137 @@ cdef void _forward_item(const Problem *p, Py_ssize_t item, char *scratch) noexce
                      _rows(vb + j0 * p.ldv * isz, p.ldv), NULL, 1.0, _rows(ob, ev), NULL,
                      NULL, 1)
         j0 += p.bk
+    _finish_rows(p, rows, mrow, l, ob, ev, ob, lb)
+
+
+cdef void _finish_rows(const Problem *p, Py_ssize_t rows, const char *mrow, const double *l,
+                       char *acc, Py_ssize_t ldacc, char *ob, char *lb) noexcept nogil:
+    """out row = accumulator row / l, lse = m + log(l); zeros and -inf for a row with no key;
+    acc may be ob itself."""
+    cdef Py_ssize_t r, ev = p.Ev, isz = p.isz
+    cdef double f
     for r in range(rows):
         if l[r] > 0.0:
-            if p.dt == DT_FLOAT32:
-                fdl_attn_scale_f32(<float *>ob + r * ev, ev, <float>(1.0 / l[r]))
-                (<float *>lb)[r] = <float>(<double>(<float *>mrow)[r] + log(l[r]))
-            else:
-                fdl_attn_scale_f64(<double *>ob + r * ev, ev, 1.0 / l[r])
-                (<double *>lb)[r] = (<double *>mrow)[r] + log(l[r])
+            f = 1.0 / l[r]
         elif l[r] == 0.0:
-            # every key masked: zeros, lse = -inf
-            memset(ob + r * ev * isz, 0, ev * isz)
-            if p.dt == DT_FLOAT32:
-                (<float *>lb)[r] = -INFINITY
-            else:
-                (<double *>lb)[r] = -INFINITY
+            f = 0.0
         else:
-            # NaN (a NaN score): propagate
-            lse = l[r]
-            if p.dt == DT_FLOAT32:
-                fdl_attn_scale_f32(<float *>ob + r * ev, ev, <float>lse)
-                (<float *>lb)[r] = <float>lse
-            else:
-                fdl_attn_scale_f64(<double *>ob + r * ev, ev, lse)
-                (<double *>lb)[r] = lse
+            f = l[r]          # NaN: propagate
+        if p.dt == DT_FLOAT32:
+            _scale_copy_f32(<float *>(acc + r * ldacc * isz), <float *>(ob + r * ev * isz), ev,
+                            <float>f)
+            (<float *>lb)[r] = <float>(_lse(<double>(<float *>mrow)[r], l[r]))
+        else:
+            _scale_copy_f64(<double *>(acc + r * ldacc * isz), <double *>(ob + r * ev * isz),
+                            ev, f)
+            (<double *>lb)[r] = _lse((<double *>mrow)[r], l[r])
+
+
+cdef inline double _lse(double m, double l) noexcept nogil:
+    if l > 0.0:
+        return m + log(l)
+    if l == 0.0:
+        return -INFINITY
+    return l
+
+
+cdef inline void _scale_copy_f32(const float *src, float *dst, Py_ssize_t n, float f) noexcept nogil:
+    cdef Py_ssize_t i
+    if f == 0.0:
+        # a row with no key: zeros (also where the accumulator holds 0 * inf garbage)
+        for i in range(n):
+            dst[i] = 0.0
+    else:
+        for i in range(n):
+            dst[i] = src[i] * f
+
+
+cdef inline void _scale_copy_f64(const double *src, double *dst, Py_ssize_t n, double f) noexcept nogil:
+    cdef Py_ssize_t i
+    if f == 0.0:
+        for i in range(n):
+            dst[i] = 0.0
+    else:
+        for i in range(n):
+            dst[i] = src[i] * f
+
+
+cdef inline Py_ssize_t _pad32(Py_ssize_t n) noexcept nogil:
+    return (n + 31) // 32 * 32
+
+
+cdef inline void _agemm(int level, int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                        float alpha, const float *A, Py_ssize_t lda, const float *B,
+                        Py_ssize_t ldb, float *C, Py_ssize_t ldc) noexcept nogil:
+    if level == 2:
+        fdl_agemm_avx512(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc)
+    else:
+        fdl_agemm_avx2(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc)
+
+
+cdef void _forward_item_kernel(const Problem *p, Py_ssize_t item, char *scratch) noexcept nogil:
+    """_forward_item for float32 with attention_gemm.h's kernel: scores from the K^T packed
+    once per batch entry (_pack_keys), V's tile read in place when its rows are whole
+    32-float multiples (else padded), and the output accumulated in a padded scratch block
+    that is scaled into the result at the end."""
+    cdef Py_ssize_t nqb = (p.L + p.bq - 1) // p.bq
+    cdef Py_ssize_t b = item // nqb, i0 = (item - b * nqb) * p.bq
+    cdef Py_ssize_t rows = min(p.bq, p.L - i0), ev = p.Ev, E = p.E
+    cdef Py_ssize_t bkp = _pad32(p.bk), evp = _pad32(ev)
+    cdef Py_ssize_t j0, n, r, ldvv, jend = _key_end(p, i0, rows)
+    cdef float *s = <float *>scratch
+    cdef const float *kt = p.kt + b * E * p.ldkt
+    cdef float *vp = s + p.bq * bkp
+    cdef float *acc = vp + p.bk * evp
+    cdef float *mrow = acc + p.bq * evp
+    cdef double *l = <double *>(scratch + _fast_scratch_floats(p) * 4)
+    cdef const float *qb = <const float *>(p.q + p.qoff[b]) + i0 * p.ldq
+    cdef const float *vb = <const float *>(p.v + p.voff[b])
+    cdef const float *vsrc
+    cdef fdl_attn_mask mk
+    memset(acc, 0, rows * evp * 4)
+    for r in range(rows):
+        l[r] = 0.0
+        mrow[r] = -INFINITY
+    j0 = 0
+    while j0 < jend:
+        n = min(p.bk, jend - j0)
+        _agemm(p.kernel, 0, rows, _pad32(n), E, <float>p.scale, qb, p.ldq, kt + j0, p.ldkt,
+               s, bkp)
+        _tile_mask(p, b, i0, rows, j0, n, &mk)
+        fdl_attn_fold_tile_f32(s, bkp, rows, n, &mk, mrow, l, acc, evp, evp)
+        if ev == evp:
+            vsrc = vb + j0 * p.ldv
+            ldvv = p.ldv
+        else:
+            fdl_attn_pack_v(vb + j0 * p.ldv, p.ldv, n, ev, vp, evp)
+            vsrc = vp
+            ldvv = evp
+        _agemm(p.kernel, 1, rows, evp, n, 1.0, s, bkp, vsrc, ldvv, acc, evp)
+        j0 += p.bk
+    _finish_rows(p, rows, <char *>mrow, l, <char *>acc, evp,
+                 p.out + (b * p.L + i0) * ev * 4, p.lse + (b * p.L + i0) * 4)
+
+
+cdef inline Py_ssize_t _fast_scratch_floats(const Problem *p) noexcept nogil:
+    # s (bq x bkp), vp (bk x evp), acc (bq x evp), m (bq), then l in doubles
+    cdef Py_ssize_t bkp = _pad32(p.bk), evp = _pad32(p.Ev)
+    return (p.bq * bkp + p.bk * evp + p.bq * evp + p.bq + 1) // 2 * 2
+
+
+cdef void _pack_keys(const Problem *p, int nthreads) noexcept nogil:
+    """K^T of each batch entry into p.kt (zero past S: the kernel reads whole 32-column
+    panels), spread over the threads; batch entries sharing one K (broadcast) pack it once
+    each, which costs a copy but keeps the entries independent."""
+    cdef Py_ssize_t b
+    if nthreads > 1 and p.nb > 1:
+        for b in prange(p.nb, nogil=True, schedule='static', num_threads=nthreads):
+            fdl_attn_pack_kt(<const float *>(p.k + p.koff[b]), p.ldk, p.S, p.E,
+                             p.kt + b * p.E * p.ldkt, p.ldkt)
+    else:
+        for b in range(p.nb):
+            fdl_attn_pack_kt(<const float *>(p.k + p.koff[b]), p.ldk, p.S, p.E,
+                             p.kt + b * p.E * p.ldkt, p.ldkt)
 
 
 cdef void _backward_item(const Problem *p, Py_ssize_t b, char *scratch) noexcept nogil:
@@ -295,6 +423,8 @@ cdef void _run(const Problem *p, Py_ssize_t items, bint backward, Py_ssize_t scr
         for item in range(items):
             if backward:
                 _backward_item(p, item, scratch)
+            elif p.kernel:
+                _forward_item_kernel(p, item, scratch)
             else:
                 _forward_item(p, item, scratch)
     else:
@@ -302,6 +432,8 @@ cdef void _run(const Problem *p, Py_ssize_t items, bint backward, Py_ssize_t scr
                            num_threads=nthreads):
             if backward:
                 _backward_item(p, item, scratch + threadid() * scratch_bytes)
+            elif p.kernel:
+                _forward_item_kernel(p, item, scratch + threadid() * scratch_bytes)
             else:
                 _forward_item(p, item, scratch + threadid() * scratch_bytes)
     free(scratch)
@@ -495,15 +627,47 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
     p.bk = _block(BLOCK_K, "BLOCK_K")
     p.out = <char *>cnp.PyArray_DATA(out)
     p.lse = <char *>cnp.PyArray_DATA(lse)
+    p.kernel = _kernel_level() if p.dt == DT_FLOAT32 else 0
     cdef Py_ssize_t items = nb * ((L + p.bq - 1) // p.bq)
-    cdef Py_ssize_t scratch = p.bq * p.bk * p.isz + p.bq * p.isz + p.bq * 8 + 64
+    cdef Py_ssize_t scratch
+    if p.kernel:
+        scratch = _fast_scratch_floats(&p) * 4 + p.bq * 8 + 64
+    else:
+        scratch = p.bq * p.bk * p.isz + p.bq * p.isz + p.bq * 8 + 64
     scratch = (scratch + 63) // 64 * 64
     cdef int nthreads = current_threads()
     if <double>nb * L * max(S, 1) * max(E + Ev, 1) < PARALLEL_MIN_WORK:
         nthreads = 1
+    if p.kernel:
+        # K^T of every entry, padded past S by a whole panel (a tile's last panel may
+        # reach 31 columns beyond S)
+        p.ldkt = _pad32(S) + 32
+        kt = np.empty(nb * E * p.ldkt, np.float32)
+        p.kt = <float *>cnp.PyArray_DATA(kt)
+        with nogil:
+            _pack_keys(&p, nthreads)
     with nogil:
         _run(&p, items, False, scratch, nthreads)
     return (out, lse) if return_lse else out
+
+
+cdef int _kernel_level() except -1:
+    if KERNEL == "auto":
+        return _CPU_LEVEL
+    if KERNEL == "blas":
+        return 0
+    want = {"avx2": 1, "avx512": 2}.get(KERNEL)
+    if want is None:
+        raise ValueError(f"fastdl._ext._attention.KERNEL must be 'auto', 'blas', 'avx2' or "
+                         f"'avx512', got {KERNEL!r}")
+    if want > _CPU_LEVEL:
+        raise RuntimeError(f"fastdl._ext._attention.KERNEL={KERNEL!r}: this CPU lacks it")
+    return want
+
+
+def _kernel_level_py():
+    """The forward kernel KERNEL selects on this CPU (0 BLAS, 1 AVX2, 2 AVX-512)."""
+    return _kernel_level()
 
 
 def _sum_to(g, shape):
