@@ -39,6 +39,27 @@ FDL_INLINE void fdl_moments_merge(double *n, double *m, double *q, double nb, do
 }
 
 /* The fixed lane order of a 16-lane fold. */
+/* Row r = (n, s) of the rows layout: n = r / S, s = r % S, at byte strides sn, ss (dsn, dss
+ * for dy). */
+#define FDL_NB_ROW(base, r) ((const void *)((base) + ((r) / S) * sn + ((r) % S) * ss))
+#define FDL_NB_DROW(base, r) ((const void *)((base) + ((r) / S) * dsn + ((r) % S) * dss))
+
+/* Chan's merge of per-column partials (mean mb, deviation sum qb, nb rows each column) into
+ * the running (mean, m2) of n rows: the weights are the same for every column. */
+static inline void fdl_nb_merge_cols(double *FDL_RESTRICT mean, double *FDL_RESTRICT m2,
+                                     const double *FDL_RESTRICT mb,
+                                     const double *FDL_RESTRICT qb, ptrdiff_t C, double n,
+                                     double nb)
+{
+    if (nb == 0.0) return;
+    double nt = n + nb, w1 = nb / nt, w2 = n * nb / nt;
+    for (ptrdiff_t j = 0; j < C; ++j) {
+        double d = mb[j] - mean[j];
+        mean[j] += d * w1;
+        m2[j] += qb[j] + d * d * w2;
+    }
+}
+
 #define FDL_DEFINE_NORM(T, SFX)                                                               \
 /* Fold the lanes of a vector by a halving tree (a fixed order). */                           \
 FDL_INLINE double fdl_nb_fold_##SFX(const fdl_vec_##SFX *v)                                   \
@@ -179,58 +200,131 @@ FDL_DISPATCH static void fdl_nb_dx_##SFX(const T *FDL_RESTRICT x, const T *FDL_R
 {                                                                                             \
     for (ptrdiff_t i = 0; i < n; ++i) dx[i] = k * dy[i] + (p * (x[i] - m) + q);              \
 }                                                                                             \
+/* Column helpers of the rows layout (restrict parameters, so each loop vectorises). */      \
+FDL_INLINE void fdl_nb_colacc_##SFX(T *FDL_RESTRICT acc, const T *FDL_RESTRICT row,           \
+                                    ptrdiff_t C)                                              \
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) acc[j] += row[j];                                       \
+}                                                                                             \
+/* four rows at once: a quarter of the accumulator loads and stores (L1 stores bounded the  \
+ * one-row loop) */                                                                           \
+FDL_INLINE void fdl_nb_colacc4_##SFX(T *FDL_RESTRICT acc, const T *FDL_RESTRICT r0,           \
+                                     const T *FDL_RESTRICT r1, const T *FDL_RESTRICT r2,      \
+                                     const T *FDL_RESTRICT r3, ptrdiff_t C)                   \
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) acc[j] += (r0[j] + r1[j]) + (r2[j] + r3[j]);            \
+}                                                                                             \
+FDL_INLINE void fdl_nb_coldev4_##SFX(T *FDL_RESTRICT q, T *FDL_RESTRICT e,                    \
+                                     const T *FDL_RESTRICT r0, const T *FDL_RESTRICT r1,      \
+                                     const T *FDL_RESTRICT r2, const T *FDL_RESTRICT r3,      \
+                                     const T *FDL_RESTRICT mu, ptrdiff_t C)                   \
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) {                                                       \
+        T d0 = r0[j] - mu[j], d1 = r1[j] - mu[j], d2 = r2[j] - mu[j], d3 = r3[j] - mu[j];     \
+        q[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);                                    \
+        e[j] += (d0 + d1) + (d2 + d3);                                                        \
+    }                                                                                         \
+}                                                                                             \
+FDL_INLINE void fdl_nb_coldsum4_##SFX(T *FDL_RESTRICT a, T *FDL_RESTRICT b,                   \
+                                      const T *FDL_RESTRICT g0, const T *FDL_RESTRICT g1,     \
+                                      const T *FDL_RESTRICT g2, const T *FDL_RESTRICT g3,     \
+                                      const T *FDL_RESTRICT x0, const T *FDL_RESTRICT x1,     \
+                                      const T *FDL_RESTRICT x2, const T *FDL_RESTRICT x3,     \
+                                      const T *FDL_RESTRICT m, ptrdiff_t C)                   \
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) {                                                       \
+        a[j] += (g0[j] + g1[j]) + (g2[j] + g3[j]);                                            \
+        b[j] += (g0[j] * (x0[j] - m[j]) + g1[j] * (x1[j] - m[j]))                             \
+              + (g2[j] * (x2[j] - m[j]) + g3[j] * (x3[j] - m[j]));                            \
+    }                                                                                         \
+}                                                                                             \
+FDL_INLINE void fdl_nb_coldev_##SFX(T *FDL_RESTRICT q, T *FDL_RESTRICT e,                     \
+                                    const T *FDL_RESTRICT row, const T *FDL_RESTRICT mu,      \
+                                    ptrdiff_t C)                                              \
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) { T d = row[j] - mu[j]; q[j] += d * d; e[j] += d; }     \
+}                                                                                             \
+/* Chan's merge of a block (mean mu + e/nb, deviation sum q - e^2/nb) into the running      \
+ * (mean, m2) of n rows, for every column at once (the weights are the same for all). */    \
+FDL_INLINE void fdl_nb_colmerge_##SFX(double *FDL_RESTRICT mean, double *FDL_RESTRICT m2,     \
+                                      const T *FDL_RESTRICT mu, const T *FDL_RESTRICT q,      \
+                                      const T *FDL_RESTRICT e, ptrdiff_t C, double n,         \
+                                      double nb)                                              \
+{                                                                                             \
+    double nt = n + nb, w1 = nb / nt, w2 = n * nb / nt, inb = 1.0 / nb;                       \
+    for (ptrdiff_t j = 0; j < C; ++j) {                                                       \
+        double ej = (double)e[j];                                                             \
+        double mb = (double)mu[j] + ej * inb;                                                 \
+        double qb = (double)q[j] - ej * ej * inb;                                             \
+        qb = qb < 0.0 ? 0.0 : qb;                                                             \
+        double d = mb - mean[j];                                                              \
+        mean[j] += d * w1;                                                                    \
+        m2[j] += qb + d * d * w2;                                                             \
+    }                                                                                         \
+}                                                                                             \
+FDL_INLINE void fdl_nb_coldsum_##SFX(T *FDL_RESTRICT a, T *FDL_RESTRICT b,                    \
+                                     const T *FDL_RESTRICT g, const T *FDL_RESTRICT row,      \
+                                     const T *FDL_RESTRICT m, ptrdiff_t C)                    \
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) { a[j] += g[j]; b[j] += g[j] * (row[j] - m[j]); }       \
+}                                                                                             \
+FDL_INLINE void fdl_nb_colflush_##SFX(double *FDL_RESTRICT oa, double *FDL_RESTRICT ob,       \
+                                      T *FDL_RESTRICT a, T *FDL_RESTRICT b, ptrdiff_t C)      \
+{                                                                                             \
+    for (ptrdiff_t j = 0; j < C; ++j) { oa[j] += (double)a[j]; ob[j] += (double)b[j]; a[j] = 0; b[j] = 0; } \
+}                                                                                             \
 /* Rows layout: rows [r0, r1) of C contiguous channels at x + (r/S)*sn + (r%S)*ss (bytes).  \
- * Moments per channel into (n, mean, m2)[3*C] (double), blocks of FDL_NB_ROWS rows merged   \
- * in order. scratch: 3*C of T. */                                                            \
+ * Moments per channel, planar: out[0, C) counts, out[C, 2C) means, out[2C, 3C) deviation   \
+ * sums (double); blocks of FDL_NB_ROWS rows (mean, then deviations, from L1/L2) merged in   \
+ * order. scratch: 3*C of T. */                                                               \
 FDL_DISPATCH static void fdl_nb_rows_moments_##SFX(const char *x, ptrdiff_t S, ptrdiff_t sn,  \
                                                    ptrdiff_t ss, ptrdiff_t r0, ptrdiff_t r1,  \
-                                                   ptrdiff_t C, double *out,                  \
-                                                   T *FDL_RESTRICT scratch)                   \
+                                                   ptrdiff_t C, double *out, T *scratch)      \
 {                                                                                             \
     T *acc = scratch, *q = scratch + C, *e = scratch + 2 * C;                                 \
+    double *mean = out + C, *m2 = out + 2 * C, n = 0.0;                                       \
     for (ptrdiff_t j = 0; j < 3 * C; ++j) out[j] = 0.0;                                       \
     for (ptrdiff_t b0 = r0; b0 < r1; b0 += FDL_NB_ROWS) {                                     \
         ptrdiff_t b1 = b0 + FDL_NB_ROWS < r1 ? b0 + FDL_NB_ROWS : r1;                         \
         T inv = (T)1 / (T)(b1 - b0);                                                          \
         for (ptrdiff_t j = 0; j < C; ++j) { acc[j] = 0; q[j] = 0; e[j] = 0; }                 \
-        for (ptrdiff_t r = b0; r < b1; ++r) {                                                 \
-            const T *row = (const T *)(x + (r / S) * sn + (r % S) * ss);                      \
-            for (ptrdiff_t j = 0; j < C; ++j) acc[j] += row[j];                               \
-        }                                                                                     \
+        ptrdiff_t r = b0;                                                                     \
+        for (; r + 4 <= b1; r += 4)                                                           \
+            fdl_nb_colacc4_##SFX(acc, FDL_NB_ROW(x, r), FDL_NB_ROW(x, r + 1),                 \
+                                 FDL_NB_ROW(x, r + 2), FDL_NB_ROW(x, r + 3), C);              \
+        for (; r < b1; ++r) fdl_nb_colacc_##SFX(acc, FDL_NB_ROW(x, r), C);                    \
         for (ptrdiff_t j = 0; j < C; ++j) acc[j] *= inv;                                      \
-        for (ptrdiff_t r = b0; r < b1; ++r) {                                                 \
-            const T *row = (const T *)(x + (r / S) * sn + (r % S) * ss);                      \
-            for (ptrdiff_t j = 0; j < C; ++j) {                                               \
-                T d = row[j] - acc[j]; q[j] += d * d; e[j] += d;                              \
-            }                                                                                 \
-        }                                                                                     \
-        double nb = (double)(b1 - b0);                                                        \
-        for (ptrdiff_t j = 0; j < C; ++j) {                                                   \
-            double bq = (double)q[j] - (double)e[j] * (double)e[j] / nb;                      \
-            fdl_moments_merge(&out[3 * j], &out[3 * j + 1], &out[3 * j + 2], nb,              \
-                              (double)acc[j] + (double)e[j] / nb, bq < 0.0 ? 0.0 : bq);       \
-        }                                                                                     \
+        for (r = b0; r + 4 <= b1; r += 4)                                                     \
+            fdl_nb_coldev4_##SFX(q, e, FDL_NB_ROW(x, r), FDL_NB_ROW(x, r + 1),                \
+                                 FDL_NB_ROW(x, r + 2), FDL_NB_ROW(x, r + 3), acc, C);         \
+        for (; r < b1; ++r) fdl_nb_coldev_##SFX(q, e, FDL_NB_ROW(x, r), acc, C);              \
+        fdl_nb_colmerge_##SFX(mean, m2, acc, q, e, C, n, (double)(b1 - b0));                  \
+        n += (double)(b1 - b0);                                                               \
     }                                                                                         \
+    for (ptrdiff_t j = 0; j < C; ++j) out[j] = n;                                             \
 }                                                                                             \
-/* Rows layout, backward sums: out[2*j] += sum dy, out[2*j+1] += sum dy*(x - m[j]); blocks  \
- * of FDL_NB_ROWS rows summed in T, added to double in order. scratch: 2*C of T. */          \
+/* Rows layout, backward sums, planar: out[j] = sum dy, out[C + j] = sum dy*(x - m[j]);     \
+ * blocks of FDL_NB_ROWS rows summed in T, added to double in order. scratch: 2*C of T. */   \
 FDL_DISPATCH static void fdl_nb_rows_dsums_##SFX(const char *x, const char *dy, ptrdiff_t S,  \
                                                  ptrdiff_t sn, ptrdiff_t ss, ptrdiff_t dsn,   \
                                                  ptrdiff_t dss, ptrdiff_t r0, ptrdiff_t r1,   \
                                                  ptrdiff_t C, const T *m, double *out,        \
-                                                 T *FDL_RESTRICT scratch)                     \
+                                                 T *scratch)                                  \
 {                                                                                             \
     T *a = scratch, *b = scratch + C;                                                         \
     for (ptrdiff_t j = 0; j < 2 * C; ++j) out[j] = 0.0;                                       \
+    for (ptrdiff_t j = 0; j < C; ++j) { a[j] = 0; b[j] = 0; }                                 \
     for (ptrdiff_t b0 = r0; b0 < r1; b0 += FDL_NB_ROWS) {                                     \
         ptrdiff_t b1 = b0 + FDL_NB_ROWS < r1 ? b0 + FDL_NB_ROWS : r1;                         \
-        for (ptrdiff_t j = 0; j < C; ++j) { a[j] = 0; b[j] = 0; }                             \
-        for (ptrdiff_t r = b0; r < b1; ++r) {                                                 \
-            const T *row = (const T *)(x + (r / S) * sn + (r % S) * ss);                      \
-            const T *g = (const T *)(dy + (r / S) * dsn + (r % S) * dss);                     \
-            for (ptrdiff_t j = 0; j < C; ++j) { a[j] += g[j]; b[j] += g[j] * (row[j] - m[j]); } \
-        }                                                                                     \
-        for (ptrdiff_t j = 0; j < C; ++j) { out[2 * j] += (double)a[j]; out[2 * j + 1] += (double)b[j]; } \
+        ptrdiff_t r = b0;                                                                     \
+        for (; r + 4 <= b1; r += 4)                                                           \
+            fdl_nb_coldsum4_##SFX(a, b, FDL_NB_DROW(dy, r), FDL_NB_DROW(dy, r + 1),           \
+                                  FDL_NB_DROW(dy, r + 2), FDL_NB_DROW(dy, r + 3),             \
+                                  FDL_NB_ROW(x, r), FDL_NB_ROW(x, r + 1),                     \
+                                  FDL_NB_ROW(x, r + 2), FDL_NB_ROW(x, r + 3), m, C);          \
+        for (; r < b1; ++r)                                                                   \
+            fdl_nb_coldsum_##SFX(a, b, FDL_NB_DROW(dy, r), FDL_NB_ROW(x, r), m, C);           \
+        fdl_nb_colflush_##SFX(out, out + C, a, b, C);                                         \
     }                                                                                         \
 }                                                                                             \
 /* y[j] = (x[j] - m[j]) * a[j] + b[j] over one row of C channels */                           \

@@ -33,6 +33,8 @@ cdef extern from "fastdl/norm.h" nogil:
     enum:
         FDL_NB_ROWS
     void fdl_moments_merge(double *n, double *m, double *q, double nb, double mb, double qb)
+    void fdl_nb_merge_cols(double *mean, double *m2, const double *mb, const double *qb,
+                           Py_ssize_t C, double n, double nb)
     void fdl_nb_moments_f32(const float *x, Py_ssize_t n, double *out)
     void fdl_nb_moments_f64(const double *x, Py_ssize_t n, double *out)
     void fdl_nb_dsums_f32(const float *x, const float *dy, const float *g, Py_ssize_t n, float c,
@@ -293,19 +295,35 @@ cdef void _bn_go(const BNJob *j, int phase, Py_ssize_t items, int nth, bint gil)
 
 cdef void _bn_merge_moments(const BNJob *j, Py_ssize_t nslots, double *pm,
                             double *pv) noexcept nogil:
-    """Per channel: the partial moments merged in slot order -> mean, biased variance."""
-    cdef Py_ssize_t c, k, sl
-    cdef double cn, cm, cq
+    """Per channel: the partial moments merged in slot order -> mean, biased variance
+    (pm, pv; pv holds the deviation sums until the end). Planes: slot (c, k) holds (count,
+    mean, m2) at part[3 * (c * nslots + k)]; rows: item k holds them planar,
+    part[3*C*k + (0, C, 2C) + c], merged for all channels at once (equal counts)."""
+    cdef Py_ssize_t c, k
+    cdef double cn, cm, cq, n = 0.0
+    cdef double *p
+    if j.layout == PLANES:
+        for c in range(j.C):
+            cn = 0.0
+            cm = 0.0
+            cq = 0.0
+            for k in range(nslots):
+                p = j.part + 3 * (c * nslots + k)
+                fdl_moments_merge(&cn, &cm, &cq, p[0], p[1], p[2])
+            pm[c] = cm if cn > 0 else NAN
+            pv[c] = cq / cn if cn > 0 else NAN
+        return
     for c in range(j.C):
-        cn = 0.0
-        cm = 0.0
-        cq = 0.0
-        for k in range(nslots):
-            sl = _slot(j, c, k)
-            fdl_moments_merge(&cn, &cm, &cq, j.part[3 * sl], j.part[3 * sl + 1],
-                              j.part[3 * sl + 2])
-        pm[c] = cm if cn > 0 else NAN
-        pv[c] = cq / cn if cn > 0 else NAN
+        pm[c] = 0.0
+        pv[c] = 0.0
+    for k in range(nslots):
+        p = j.part + 3 * j.C * k
+        if j.C > 0:
+            fdl_nb_merge_cols(pm, pv, p + j.C, p + 2 * j.C, j.C, n, p[0])
+            n += p[0]
+    for c in range(j.C):
+        pm[c] = pm[c] if n > 0 else NAN
+        pv[c] = pv[c] / n if n > 0 else NAN
 
 
 cdef Py_ssize_t _bn_setup(BNJob *j, int layout, tuple v, bint f32):
@@ -326,13 +344,6 @@ cdef Py_ssize_t _bn_setup(BNJob *j, int layout, tuple v, bint f32):
 
 cdef Py_ssize_t _slots_per_channel(const BNJob *j) noexcept:
     return j.N * j.nseg if j.layout == PLANES else (j.R + j.rpc - 1) // j.rpc
-
-
-cdef inline Py_ssize_t _slot(const BNJob *j, Py_ssize_t c, Py_ssize_t k) noexcept nogil:
-    """Index of the k-th partial of channel c (planes: [c][k]; rows: [k][c])."""
-    if j.layout == PLANES:
-        return c * j.N * j.nseg + k
-    return k * j.C + c
 
 
 # --------------------------------------------------------------------------------------
@@ -574,11 +585,18 @@ def batch_norm_backward(dy, x, gamma, mean, inv_std):
     j.part = <double *>cnp.PyArray_DATA(part)
     j.scratch = <char *>cnp.PyArray_DATA(scratch)
     _bn_go(&j, PH_DSUMS, items, nth, gil)
+    # partials added in slot order (planes: slot (c, k) at part[2 * (c * nslots + k)]; rows:
+    # item k planar, part[2*C*k + (0, C) + c])
     for c in range(C):
         for k in range(nslots):
-            sl = _slot(&j, c, k)
-            ps[2 * c] += j.part[2 * sl]
-            ps[2 * c + 1] += j.part[2 * sl + 1]
+            if layout == PLANES:
+                sl = 2 * (c * nslots + k)
+                ps[2 * c] += j.part[sl]
+                ps[2 * c + 1] += j.part[sl + 1]
+            else:
+                sl = 2 * C * k + c
+                ps[2 * c] += j.part[sl]
+                ps[2 * c + 1] += j.part[sl + C]
     sb = sums[0::2]
     sx = sums[1::2]
     inv64 = inv.astype(np.float64)
