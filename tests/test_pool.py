@@ -256,6 +256,7 @@ def test_global_avg_pool2d(shape, kind, dtype, rng):
     ref = np.broadcast_to(dy.astype(np.float64)[:, :, None, None] / hw, shape)
     assert_close(global_avg_pool2d_backward(dy, x), ref, dtype)
     assert_close(global_avg_pool2d_backward(dy, shape), ref, dtype)
+    assert_close(global_avg_pool2d_backward(dy, list(shape)), ref, dtype)
 
 
 def test_global_avg_pool2d_gradcheck(rng):

@@ -402,16 +402,18 @@ def global_avg_pool2d(x):
 def global_avg_pool2d_backward(dy, x_shape_or_x):
     """Gradient of ``global_avg_pool2d``: ``dx[n, c, h, w] = dy[n, c] / (H * W)``.
 
-    ``dy`` is ``(N, C)``; the second argument is x itself or its shape ``(N, C, H, W)``
-    (only the shape is needed; with an array, its dtype joins the promotion).
+    ``dy`` is ``(N, C)``; the second argument is x itself or its shape ``(N, C, H, W)`` (a
+    tuple or list of ints: only the shape is needed, so a caller need not keep x alive; with
+    an array, its dtype joins the promotion). dx is C-ordered.
     ``ValueError`` when dy is not ``(N, C)`` of that shape.
     """
     cdef str func = "global_avg_pool2d_backward"
     cdef cnp.ndarray DY = as_float_array(dy, func, "dy")
     cdef int typenum = cnp.PyArray_TYPE(DY)
     cdef cnp.ndarray X
-    if isinstance(x_shape_or_x, tuple) and all(
-            isinstance(v, (numbers.Integral, np.integer)) for v in x_shape_or_x):
+    if isinstance(x_shape_or_x, (tuple, list)) and all(
+            isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
+            for v in x_shape_or_x):
         xs = tuple(operator.index(v) for v in x_shape_or_x)
         if len(xs) != 4 or any(v < 0 for v in xs):
             raise ValueError(f"fastdl.{func}: x_shape must be a shape (N, C, H, W), got {xs}")
