@@ -78,6 +78,9 @@ cnp.import_array()
 cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 32768
 # Below this many multiply-adds the GIL is kept (releasing it costs more than the work).
 cdef double NOGIL_MIN_WORK = 65536.0
+# Below this many multiply-adds a convolution runs on one thread with no OpenMP region (the
+# threshold below which OpenBLAS does not thread a GEMM either).
+cdef double PARALLEL_MIN_WORK = 262144.0
 
 # The lowering buffer's hard cap (bytes), and the chunk size aimed at for speed.
 cdef Py_ssize_t _workspace_limit = 64 * 1024 * 1024
@@ -85,6 +88,7 @@ cdef Py_ssize_t _chunk_target = 8 * 1024 * 1024
 # The fused path's unit: one image, or a block of its output rows, lowered into this many
 # bytes at most (about the L2 cache, so the GEMM reads the columns from L2).
 cdef Py_ssize_t _unit_target = 1024 * 1024
+cdef Py_ssize_t _dw_unit_target = 1024 * 1024
 # Grouped convolutions with at most this many input channels per group run the direct kernel.
 cdef Py_ssize_t _direct_max_cg = 8
 
@@ -121,6 +125,14 @@ def _set_unit_target(Py_ssize_t nbytes):
     global _unit_target
     previous = _unit_target
     _unit_target = max(1, nbytes)
+    return previous
+
+
+def _set_dw_unit_target(Py_ssize_t nbytes):
+    """Tuning hook: the weight gradient's unit size aimed at (bytes); returns the previous."""
+    global _dw_unit_target
+    previous = _dw_unit_target
+    _dw_unit_target = max(1, nbytes)
     return previous
 
 
@@ -632,11 +644,12 @@ cdef void _dx_fused(const Lowered *p, const char *w, char *bufs, Py_ssize_t buf_
             _dx_image(p, w, bufs + t * buf_bytes, offs + t * 3 * p.groups, n)
 
 
-cdef bint _fused_units(Lowered *p) noexcept:
+cdef bint _fused_units(Lowered *p, Py_ssize_t target) noexcept:
     """Choose the fused path's units (p.R, p.upi) from the shape; False when the fused path
     does not apply (fewer units than processors, or a unit over its share of the cap)."""
     cdef Py_ssize_t row_bytes = p.K * p.g.Wo * p.isz
     cdef Py_ssize_t procs = _procs()
+    cdef Py_ssize_t _unit_target = target
     if row_bytes * p.g.Ho <= _unit_target:
         p.R = p.g.Ho
     else:
@@ -929,6 +942,8 @@ cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometr
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(W)
     cdef char *bias = <char *>cnp.PyArray_DATA(Bv) if Bv is not None else NULL
     cdef double work = <double>cnp.PyArray_SIZE(Y) * geo.Kg
+    if work < PARALLEL_MIN_WORK:
+        nthreads = 1
     cdef Py_ssize_t items, ld, bi, n, g, unit_bytes, hp, wpad
     cdef fdl_conv_geom gm = geo.g
     cdef char *xp
@@ -1001,7 +1016,7 @@ cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometr
     _init_lowered(&p, geo, X)
     p.bias = bias
     p.y = yp
-    if _fused_units(&p):
+    if _fused_units(&p, _unit_target):
         unit_bytes = geo.K * p.R * geo.g.Wo * isz
         nthreads = max(1, min(nthreads, _workspace_limit // unit_bytes, geo.N * p.upi))
         cols = np.empty(nthreads * unit_bytes, dtype=np.uint8)
@@ -1122,6 +1137,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     cdef int nthreads = current_threads(), nth
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
     cdef double work = <double>cnp.PyArray_SIZE(DY) * geo.Kg
+    if work < PARALLEL_MIN_WORK:
+        nthreads = 1
     cdef char *dyp = <char *>cnp.PyArray_DATA(DY)
     cdef char *wp = <char *>cnp.PyArray_DATA(W)
     cdef char *dxp
@@ -1200,7 +1217,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     X = _strided_ok(X)
     _init_lowered(&p, geo, X)
     p.dy = dyp
-    if _fused_units(&p):
+    if _fused_units(&p, _dw_unit_target):
         unit_bytes = geo.K * p.R * geo.g.Wo * isz
         # A few parts per processor, taken dynamically, so that a core busy elsewhere
         # delays the whole no more than one part; their number comes from the shape.
