@@ -1,29 +1,42 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""conv2d and conv2d_backward (NCHW, PyTorch's cross-correlation), three ways:
+"""conv2d and conv2d_backward (NCHW, PyTorch's cross-correlation).
 
-* pointwise (1x1, stride 1, no padding): per image Y[n] (O x HW) = W (O x C) @ X[n] (C x HW),
-  read in place by BLAS, no lowering copy;
-* lowered (im2col): a chunk of images (or of output rows of one image) is lowered into a
-  bounded buffer ``cols`` (K x chunk columns, K = C*kh*kw in (c, i, j) order, the columns of
-  the chunk's images side by side) and multiplied by W, one GEMM per (image, group) through
-  ``_blas.gemm_batched``, which spreads those GEMMs (or tiles of one) over the threads with
-  single-threaded BLAS. The backward reuses the layout: dW += dY_chunk (O x cols) @ colsᵀ is
-  one GEMM with the chunk's columns as its inner dimension, dcols = Wᵀ @ dY_chunk overwrites
-  the buffer, and col2im adds it back into dx, one thread per (image, channel) plane;
-* direct (groups > 1 with few channels per group, depthwise above all): one output plane per
-  work item, vectorised over the output width, no GEMM (conv.h).
+Paths, chosen from the shape (and the machine's processor count, never the thread count):
 
-Memory: the buffer never exceeds ``get_workspace_limit()`` bytes (64 MiB by default, set with
-``set_workspace_limit``), except that one lowered output row (K x Wo) is the smallest piece.
-Chunks aim at ``_chunk_target`` bytes (smaller, so that the buffer stays in the L3 cache
-between lowering and GEMM).
+* pointwise (1x1, stride 1, no padding): Y[n] (O x HW) = W (O x C) @ X[n] (C x HW) with X read
+  in place by BLAS (no lowering copy); one image per work item, its bias written just before
+  its GEMM adds onto it. dX[n] = Wᵀ dY[n] the same way.
+* fused lowering (im2col, at least one unit per processor): a unit is one image, or a block of
+  its output rows, whose lowered columns (K x unit columns, K = C*kh*kw in (c, i, j) order)
+  fit about the L2 cache (``_unit_target``). One parallel loop (dynamic schedule) takes
+  units; each lowers its unit into its thread's own buffer and multiplies it at once with one
+  single-threaded GEMM call through ``_blas.gemm_batched`` (one thread: no OpenMP region
+  inside the loop). The columns never reach memory, and the schedule absorbs a core that
+  another process takes.
+* chunked lowering (fewer units than processors, or units too big for the cap): chunks of
+  images, or of output rows, lowered in parallel into one buffer, then one gemm_batched call
+  that spreads the chunk's GEMMs, or tiles of one, over the threads.
+* direct (groups > 1 with at most ``_direct_max_cg`` channels per group, depthwise above
+  all): one output plane per work item from zero-padded copies of its group's input planes,
+  vectorised over the output width, no GEMM (conv.h).
 
-Determinism: the chunk plan and every GEMM's tile grid depend on the shape (and the machine's
-processor count) only; dW accumulates chunk after chunk in order; db and the direct kernels
-sum in an order fixed by the shape. Results are bitwise identical for any thread count.
+Backward: db sums dy per channel in double. dW = sum over units of dY_u @ cols_uᵀ, in a
+fixed number of parts (from the processor count) each summed in unit order, the parts added
+in order. dX: for stride 1, the convolution of dy with w flipped and its channels swapped
+(a forward conv with K = O*kh*kw, where Wᵀ dY would have K = O only, and no scatter);
+otherwise dcols = Wᵀ dY per image, then col2im adds it into dx, one thread per image.
+
+Memory: lowering buffers, padded copies and partial sums stay under ``get_workspace_limit()``
+bytes (64 MiB by default, ``set_workspace_limit``), except that one output row of one image
+(K x Wo) is the smallest piece. A cap below a path's needs moves work to the chunked path
+and smaller pieces: the results then differ in rounding only (OpenBLAS's edge micro-kernels
+round differently when a GEMM's size changes).
+
+Determinism: every split depends on the shape and the processor count only; each unit is
+computed the same way on whichever thread; sums combine in a fixed order. Results are
+bitwise identical for any thread count.
 """
 
-import math
 import operator
 
 import numpy as np
@@ -82,7 +95,7 @@ cdef double NOGIL_MIN_WORK = 65536.0
 # threshold below which OpenBLAS does not thread a GEMM either).
 cdef double PARALLEL_MIN_WORK = 262144.0
 
-# The lowering buffer's hard cap (bytes), and the chunk size aimed at for speed.
+# The workspace cap (bytes), and the chunked path's chunk size aimed at (the L3 cache).
 cdef Py_ssize_t _workspace_limit = 64 * 1024 * 1024
 cdef Py_ssize_t _chunk_target = 8 * 1024 * 1024
 # The fused path's unit: one image, or a block of its output rows, lowered into this many
