@@ -66,3 +66,12 @@ def test_command_line_info():
     done = subprocess.run([sys.executable, "-m", "fastdl", "--info"], capture_output=True,
                           text=True, check=True)
     assert "fastdl:" in done.stdout and "blas_provider" in done.stdout
+
+
+def test_all_cases_pass_their_checks(capsys):
+    """Every case of the self-check (quick sizes, checks only): a broken op or a broken case
+    fails here, not first on a user's machine."""
+    rc = runner.main(quick=True, as_json=True, use_torch=False, timing=False)
+    out = json.loads(capsys.readouterr().out)
+    bad = [(r["op"], r.get("exception", r["error"])) for r in out["rows"] if not r["ok"]]
+    assert rc == 0 and not bad, bad

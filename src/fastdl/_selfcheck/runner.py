@@ -111,7 +111,7 @@ def _time(fn, ns, budget):
             return t / n
 
 
-def run_case(case, torch, quick):
+def run_case(case, torch, quick, timing=True):
     """One row: {'op', 'size', 'numpy_ms', 'fastdl_ms', 'torch_ms', 'speedup', 'error', 'ok'}."""
     rng = np.random.default_rng(0)
     ns = case.build(rng, np.float32, quick)
@@ -130,6 +130,8 @@ def run_case(case, torch, quick):
         row["ok"] = bool(err <= case.rtol)
     except Exception as exc:  # a crash is a failed check, reported, not the end of the run
         row.update(error=math.inf, ok=False, exception=f"{type(exc).__name__}: {exc}")
+        return row
+    if not timing:
         return row
     budget = case.budget * (0.25 if quick else 1.0)
     sides = [("numpy", case.numpy), ("fastdl", case.fastdl)]
@@ -207,7 +209,7 @@ def plot(rows, path):
 
 
 def main(quick=False, as_json=False, plot_path=None, use_torch=True, match=None,
-         progress=None):
+         progress=None, timing=True):
     import fastdl
     torch = _torch() if use_torch else None
     cases = [c for c in all_cases() if match is None or match in c.op]
@@ -221,7 +223,7 @@ def main(quick=False, as_json=False, plot_path=None, use_torch=True, match=None,
     rows = []
     t0 = time.perf_counter()
     for case in cases:
-        rows.append(run_case(case, torch, quick))
+        rows.append(run_case(case, torch, quick, timing))
         bar.step(case.op)
     bar.close()
     failed = [r for r in rows if not r["ok"]]
