@@ -109,8 +109,31 @@ def test_mask_does_not_depend_on_layout(kind, shape, dtype, rng):
     assert dropout_backward(layout(x, kind), 99, 0.3).tobytes() == y_ref.tobytes()
 
 
+@pytest.mark.parametrize("shape", [(130, 200), (3, 65, 129), (64, 64), (1, 7, 300)], ids=str)
+def test_tiled_walk_of_fortran_and_transposed(shape, dtype, rng):
+    # x contiguous along the axis before the last: walked in tiles, fresh results in x's order
+    x = rng.standard_normal(shape).astype(dtype)
+    y_ref, keep = dropout_ref(x, 0.4, 2718)
+    for xv in (layout(x, "F"), layout(x, "transposed-view")):
+        y, mask = dropout(xv, 0.4, seed=2718, return_mask=True)
+        assert y.tobytes() == y_ref.tobytes() and np.array_equal(mask, keep)
+        if xv.strides[-2] == xv.itemsize and xv.ndim == 2:
+            assert y.flags.f_contiguous and mask.flags.f_contiguous
+        for out_kind in ("C", "F", "strided"):
+            out = layout(np.zeros(shape, dtype), out_kind)
+            dropout(xv, 0.4, seed=2718, out=out)
+            np.testing.assert_array_equal(out, y_ref)
+            out[...] = 7
+            dropout_backward(xv, layout(keep, out_kind), 0.4, out=out)
+            np.testing.assert_array_equal(out, y_ref)
+        assert dropout_backward(xv, 2718, 0.4).tobytes() == y_ref.tobytes()
+        xx = xv.copy(order="K")
+        assert dropout(xx, 0.4, seed=2718, out=xx) is xx            # in place, tiled
+        np.testing.assert_array_equal(xx, y_ref)
+
+
 @requires_openmp
-@pytest.mark.parametrize("kind", ["C", "F", "strided"])
+@pytest.mark.parametrize("kind", ["C", "F", "strided", "transposed-view"])
 def test_thread_count_does_not_change_bits(kind, dtype, rng):
     x = layout(rng.standard_normal((301, 517)).astype(dtype), kind)
     keep = rng.random(x.shape) < 0.7
@@ -305,6 +328,9 @@ def test_p_near_one():
     y, mask = dropout(x, 1 - 2.0 ** -40, seed=1, return_mask=True)   # ceil(p * 2**32) = 2**32
     assert not mask.any() and not y.any()
     assert not dropout_backward(x, 1, 1 - 2.0 ** -40).any()
+    xf = np.asfortranarray(np.ones((70, 90), np.float32))                # the tiled walk
+    y, mask = dropout(xf, 1 - 2.0 ** -40, seed=1, return_mask=True)
+    assert not mask.any() and not y.any()
     y, mask = dropout(x, 0.9999, seed=1, return_mask=True)
     assert np.count_nonzero(mask) < 10
     assert np.all(y[mask] == np.float32(1 / (1 - 0.9999)))

@@ -342,6 +342,7 @@ typedef struct {
     int drop_all;
     int mode;
     double scale;
+    ptrdiff_t tiles_a, tiles_b;  /* the tiled walk (fdl_dropout_tile_*): tiles per axis */
 } fdl_dropout_args;
 
 /* One row piece: n elements, the words (FWD) or the mask (FROM_MASK) deciding each. */
@@ -432,6 +433,108 @@ FDL_DISPATCH static void NAME(const fdl_dropout_args *a, ptrdiff_t item)        
 
 FDL_DROPOUT_ITEM_FN(float, fdl_dropout_piece_f32, fdl_dropout_item_f32)
 FDL_DROPOUT_ITEM_FN(double, fdl_dropout_piece_f64, fdl_dropout_item_f64)
+
+/*
+ * The tiled walk, for arrays whose contiguous axis is not the last one (Fortran order, a
+ * transposed view): the last outer axis A is the contiguous one, the row axis B is not.
+ * Walking B (C order) gathers x with a large stride; walking A reads memory in order but
+ * needs the words of C indices L apart. A tile of FDL_DROPOUT_TILE_A x FDL_DROPOUT_TILE_B
+ * elements gets both: its words are generated row by row of B (consecutive C indices, 64 per
+ * call: whole SIMD groups of blocks) into L1, turned into keep bits (32-bit words, so the walk
+ * along A vectorises with the data), then the tile is walked along A. Work item: (outer
+ * index, tile of A, tile of B), a function of the shape only; fresh results take x's axis
+ * order, so they stream too.
+ * Measured, 4096x4096 float32, one thread, out= of x's layout: Fortran order, C-order walk
+ * 133-160 ms; tiled, keep decisions read at a stride (scalar loop) 35-39 ms; keep bits 20.5-21
+ * ms; a C array 9.1-9.4 ms. Tiles of 64 to 1024 along A measured alike; 64 keeps the words in
+ * L1 (16 KiB).
+ */
+#define FDL_DROPOUT_TILE_A 64    /* elements of the contiguous axis A per tile */
+#define FDL_DROPOUT_TILE_B 64    /* elements of the row axis B per tile: the bits of a uint64 */
+
+#define FDL_DROPOUT_TILE_FN(T, SEL, NAME)                                                  \
+FDL_DISPATCH static void NAME(const fdl_dropout_args *a, ptrdiff_t item)                   \
+{                                                                                          \
+    uint32_t u[FDL_DROPOUT_TILE_A * FDL_DROPOUT_TILE_B];                                       \
+    uint32_t keep[FDL_DROPOUT_TILE_B / 32][FDL_DROPOUT_TILE_A];                            \
+    int nd = a->nd;                         /* axis nd - 1 is A */                         \
+    ptrdiff_t RA = a->dims[nd - 1], L = a->len;                                            \
+    ptrdiff_t tb = item % a->tiles_b, rest = item / a->tiles_b;                            \
+    ptrdiff_t ta = rest % a->tiles_a, o = rest / a->tiles_a;                               \
+    ptrdiff_t a0 = ta * FDL_DROPOUT_TILE_A, b0 = tb * FDL_DROPOUT_TILE_B;                      \
+    ptrdiff_t na = RA - a0 < FDL_DROPOUT_TILE_A ? RA - a0 : FDL_DROPOUT_TILE_A;                \
+    ptrdiff_t nb = L - b0 < FDL_DROPOUT_TILE_B ? L - b0 : FDL_DROPOUT_TILE_B;                  \
+    ptrdiff_t xo = 0, yo = 0, mo = 0, r = o;                                               \
+    for (int d = nd - 2; d >= 0; d--) {                                                    \
+        ptrdiff_t q = r / a->dims[d], k = r - q * a->dims[d];                              \
+        xo += k * a->xs[d];                                                                \
+        yo += k * a->ys[d];                                                                \
+        mo += k * a->ms[d];                                                                \
+        r = q;                                                                             \
+    }                                                                                      \
+    ptrdiff_t xa = a->xs[nd - 1] / (ptrdiff_t)sizeof(T);                                 \
+    ptrdiff_t ya = a->ys[nd - 1] / (ptrdiff_t)sizeof(T);                                 \
+    ptrdiff_t ma = a->ms[nd - 1];                                                          \
+    const T *x = (const T *)(a->x + xo) + a0 * xa + b0 * a->xr;                            \
+    T *y = (T *)(a->y + yo) + a0 * ya + b0 * a->yr;                                        \
+    unsigned char *m = a->m == NULL ? NULL : a->m + mo + a0 * ma + b0 * a->mr;             \
+    T scale = (T)a->scale;                                                                 \
+    uint32_t thr = a->thr;                                                                 \
+    if (a->mode == FDL_DROPOUT_FROM_MASK) {                                                \
+        for (ptrdiff_t j = 0; j < nb; j++)                                                 \
+            for (ptrdiff_t i = 0; i < na; i++)                                             \
+                y[i * ya + j * a->yr] = SEL(m[i * ma + j * a->mr] != 0,                    \
+                                            x[i * xa + j * a->xr] * scale, (T)0);          \
+        return;                                                                            \
+    }                                                                                      \
+    if (a->drop_all) {                                                                     \
+        for (ptrdiff_t j = 0; j < nb; j++)                                                 \
+            for (ptrdiff_t i = 0; i < na; i++) {                                           \
+                y[i * ya + j * a->yr] = (T)0;                                              \
+                if (m != NULL)                                                             \
+                    m[i * ma + j * a->mr] = 0;                                             \
+            }                                                                              \
+        return;                                                                            \
+    }                                                                                      \
+    uint64_t base = ((uint64_t)o * (uint64_t)RA + (uint64_t)a0) * (uint64_t)L + (uint64_t)b0; \
+    for (ptrdiff_t i = 0; i < na; i++) {                                                   \
+        fdl_philox_words(a->seed, base + (uint64_t)(i * L), nb, u + i * FDL_DROPOUT_TILE_B, -1); \
+        for (ptrdiff_t j = nb; j < FDL_DROPOUT_TILE_B; j++)   /* bits never used */        \
+            u[i * FDL_DROPOUT_TILE_B + j] = 0;                                             \
+    }                                                                                      \
+    /* the keep decisions of row i of the tile as bits: B element j is bit j % 32 of      \
+       keep[j / 32][i] (32-bit, so the walk along A vectorises with the float data) */     \
+    for (ptrdiff_t i = 0; i < na; i++) {                                                   \
+        const uint32_t *ui = u + i * FDL_DROPOUT_TILE_B;                                   \
+        for (ptrdiff_t h = 0; h < FDL_DROPOUT_TILE_B / 32; h++) {                          \
+            uint32_t bits = 0;                                                             \
+            for (ptrdiff_t j = 0; j < 32; j++)                                             \
+                bits |= (uint32_t)(ui[32 * h + j] >= thr) << j;                            \
+            keep[h][i] = bits;                                                             \
+        }                                                                                  \
+    }                                                                                      \
+    for (ptrdiff_t j = 0; j < nb; j++) {                                                   \
+        const T *xj = x + j * a->xr;                                                       \
+        T *yj = y + j * a->yr;                                                             \
+        const uint32_t *kj = keep[j >> 5];                                                 \
+        unsigned sh = (unsigned)(j & 31);                                                  \
+        if (xa == 1 && ya == 1) {                                                          \
+            for (ptrdiff_t i = 0; i < na; i++)                                             \
+                yj[i] = SEL((int)((kj[i] >> sh) & 1u), xj[i] * scale, (T)0);               \
+        } else {                                                                           \
+            for (ptrdiff_t i = 0; i < na; i++)                                             \
+                yj[i * ya] = SEL((int)((kj[i] >> sh) & 1u), xj[i * xa] * scale, (T)0);    \
+        }                                                                                  \
+        if (m != NULL) {                                                                   \
+            unsigned char *mj = m + j * a->mr;                                             \
+            for (ptrdiff_t i = 0; i < na; i++)                                             \
+                mj[i * ma] = (unsigned char)((kj[i] >> sh) & 1u);                          \
+        }                                                                                  \
+    }                                                                                      \
+}
+
+FDL_DROPOUT_TILE_FN(float, fdl_selectf, fdl_dropout_tile_f32)
+FDL_DROPOUT_TILE_FN(double, fdl_select, fdl_dropout_tile_f64)
 
 /* ------------------------------------------------------------------------------------- */
 /* Initialisation samples: normal (Box-Muller) and uniform, from the stream of a seed        */
