@@ -203,6 +203,19 @@ def test_misaligned_input(rng):
     _check_forward(x, random_array(rng, (2, 4, 1, 1), np.float32), None, np.float32)
 
 
+def test_read_only_and_list_inputs(rng):
+    x = random_array(rng, (2, 3, 5, 5), np.float64)
+    w = random_array(rng, (4, 3, 3, 3), np.float64)
+    dy = random_array(rng, (2, 4, 3, 3), np.float64)
+    for a in (x, w, dy):
+        a.flags.writeable = False
+    np.testing.assert_array_equal(fastdl.conv2d(x.tolist(), w.tolist(), [0.0] * 4),
+                                  fastdl.conv2d(x, w, np.zeros(4)))
+    for a, r in zip(fastdl.conv2d_backward(dy, x, w),
+                    fastdl.conv2d_backward(dy.tolist(), x.tolist(), w.tolist())):
+        np.testing.assert_array_equal(a, r)
+
+
 def test_dtype_promotion(rng):
     x32 = random_array(rng, (2, 3, 5, 5), np.float32)
     w64 = random_array(rng, (2, 3, 3, 3), np.float64)
