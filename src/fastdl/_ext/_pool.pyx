@@ -39,8 +39,10 @@ cdef extern from "fastdl/pool.h" nogil:
                                double *buf)
     void fdl_avgpool_bwd_plane_f32(const fdl_pool_geom *g, const float *dy, float *dx)
     void fdl_avgpool_bwd_plane_f64(const fdl_pool_geom *g, const double *dy, double *dx)
-    double fdl_pool_sum_f32(const float *x, Py_ssize_t n)
-    double fdl_pool_sum_f64(const double *x, Py_ssize_t n)
+    void fdl_gap_f32(const float *x, Py_ssize_t n, Py_ssize_t count, Py_ssize_t avail,
+                     double scale, float *y)
+    void fdl_gap_f64(const double *x, Py_ssize_t n, Py_ssize_t count, Py_ssize_t avail,
+                     double scale, double *y)
     void fdl_pool_fill_f32(float *x, Py_ssize_t n, float v)
     void fdl_pool_fill_f64(double *x, Py_ssize_t n, double v)
     Py_ssize_t fdl_pool_check_idx(const int64_t *idx, Py_ssize_t n, int64_t hw)
@@ -106,11 +108,12 @@ cdef void _plane(const PoolJob *j, Py_ssize_t p) noexcept nogil:
         else:
             fdl_avgpool_bwd_plane_f64(&j.g, <double *>s, <double *>d)
     elif j.op == GAP_FWD:
-        # one output per plane (dplane = 1); the plane has H*W elements
+        # one output per plane (dplane = 1); the plane has H*W elements; avail = H*W: never
+        # read past the plane (its neighbours may not follow it in memory)
         if j.f32:
-            (<float *>d)[0] = <float>(fdl_pool_sum_f32(<float *>s, j.g.H * j.g.W) * j.scale)
+            fdl_gap_f32(<float *>s, j.g.H * j.g.W, 1, j.g.H * j.g.W, j.scale, <float *>d)
         else:
-            (<double *>d)[0] = fdl_pool_sum_f64(<double *>s, j.g.H * j.g.W) * j.scale
+            fdl_gap_f64(<double *>s, j.g.H * j.g.W, 1, j.g.H * j.g.W, j.scale, <double *>d)
     else:
         # src: dy (N, C) with element strides sn, sc; dst: planes of H*W
         if j.f32:
@@ -136,6 +139,38 @@ cdef void _go(const PoolJob *j, Py_ssize_t planes, Py_ssize_t elements) noexcept
     else:
         with nogil:
             _run(j, planes, nth)
+
+
+cdef void _gap_item(const PoolJob *j, Py_ssize_t it, Py_ssize_t per, Py_ssize_t planes,
+                    Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t p0 = it * per
+    cdef Py_ssize_t cnt = planes - p0 if planes - p0 < per else per
+    if j.f32:
+        fdl_gap_f32(<float *>j.src + p0 * n, n, cnt, (planes - p0) * n, j.scale,
+                    <float *>j.dst + p0)
+    else:
+        fdl_gap_f64(<double *>j.src + p0 * n, n, cnt, (planes - p0) * n, j.scale,
+                    <double *>j.dst + p0)
+
+
+cdef void _gap_contiguous(const PoolJob *j, Py_ssize_t planes, Py_ssize_t n,
+                          Py_ssize_t elements) noexcept:
+    """Global average pooling of consecutive planes, in items of about 16K elements (a
+    call per plane cost more than a small plane's sum)."""
+    cdef Py_ssize_t per = 16384 // n if n < 16384 else 1
+    cdef Py_ssize_t items = (planes + per - 1) // per, it
+    cdef int nth = thread_count(elements, items)
+    if elements < GIL_MIN_ELEMENTS:
+        for it in range(items):
+            _gap_item(j, it, per, planes, n)
+        return
+    with nogil:
+        if nth == 1:
+            for it in range(items):
+                _gap_item(j, it, per, planes, n)
+        else:
+            for it in prange(items, schedule='static', num_threads=nth):
+                _gap_item(j, it, per, planes, n)
 
 
 # --------------------------------------------------------------------------------------
@@ -395,7 +430,10 @@ def global_avg_pool2d(x):
     j.scale = 1.0 / (xs[2] * xs[3])
     j.f32 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT
     j.op = GAP_FWD
-    _go(&j, xs[0] * xs[1], cnp.PyArray_SIZE(X))
+    if cnp.PyArray_IS_C_CONTIGUOUS(X):
+        _gap_contiguous(&j, xs[0] * xs[1], xs[2] * xs[3], cnp.PyArray_SIZE(X))
+    else:
+        _go(&j, xs[0] * xs[1], cnp.PyArray_SIZE(X))
     return Y
 
 
