@@ -133,7 +133,8 @@ def layout(x, kind):
         big = np.empty(tuple(2 * s + 1 for s in x.shape), dtype=x.dtype)
         if big.dtype.kind == "f":
             big.fill(np.nan)
-        view = big[tuple(slice(1, None, 2) for _ in x.shape)]
+        # (a 0-d array indexed with () gives a scalar, not a view: [...] keeps it an array)
+        view = big[tuple(slice(1, None, 2) for _ in x.shape)] if x.ndim else big[...]
         view[...] = x
         return view
     if kind == "negative":
