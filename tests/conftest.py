@@ -139,7 +139,7 @@ def layout(x, kind):
         return view
     if kind == "negative":
         base = np.empty(x.shape, dtype=x.dtype)
-        view = base[tuple(slice(None, None, -1) for _ in x.shape)]
+        view = base[tuple(slice(None, None, -1) for _ in x.shape)] if x.ndim else base[...]
         view[...] = x
         return view
     if kind == "transposed-view":
