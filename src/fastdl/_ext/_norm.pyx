@@ -494,8 +494,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=True, momentu
     cdef cnp.ndarray mean64 = np.empty(C, np.float64), var64 = np.empty(C, np.float64)
     cdef double *pm = <double *>cnp.PyArray_DATA(mean64)
     cdef double *pv = <double *>cnp.PyArray_DATA(var64)
-    cdef Py_ssize_t c, k, nslots, sl
-    cdef double cn, cm, cq
+    cdef Py_ssize_t nslots
     if train:
         nslots = _slots_per_channel(&j)
         part = np.empty(3 * C * nslots, np.float64)
@@ -511,7 +510,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=True, momentu
             RM[...] = (1.0 - mom) * RM.astype(np.float64) + mom * mean64
             RV[...] = (1.0 - mom) * RV.astype(np.float64) + mom * (var64 * (M / (M - 1.0)))
     else:
-        mean = np.ascontiguousarray(RM, dtype=dt)
+        mean = np.array(RM, dtype=dt, copy=True)     # never the caller's array itself
         inv_std = (1.0 / np.sqrt(RV.astype(np.float64) + ep)).astype(dt)
     a = (g * inv_std).astype(dt)
     j.m = <char *>cnp.PyArray_DATA(<cnp.ndarray>mean)
