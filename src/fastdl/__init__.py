@@ -36,6 +36,8 @@ from fastdl.optim import (
 )
 from fastdl._ext._random import dropout, dropout_backward
 from fastdl import init
+from fastdl._ext._lstm import lstm_cell, lstm_cell_backward
+from fastdl import nn
 from fastdl import cuda
 
 __all__ = [
@@ -59,5 +61,6 @@ __all__ = [
     "optim", "clip_grad_norm_", "l1_penalty", "l2_penalty", "l1_penalty_grad",
     "l2_penalty_grad",
     "dropout", "dropout_backward", "init",
+    "lstm_cell", "lstm_cell_backward", "nn",
     "cuda",
 ]
