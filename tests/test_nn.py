@@ -7,7 +7,8 @@ import pytest
 
 import fastdl
 from fastdl import nn
-from conftest import assert_close, gemm_scale, random_array, snapshot, assert_unchanged
+from conftest import (assert_close, gemm_scale, random_array, snapshot, assert_unchanged,
+                      requires_openmp)
 from reference import linear_ref
 from reference_conv import conv2d_ref
 from reference_elementwise import (relu_ref, leaky_relu_ref, sigmoid_ref, tanh_ref, gelu_ref)
@@ -635,3 +636,33 @@ def test_forward_shape_errors(rng):
     assert_unchanged(before, bn.running_mean, bn.running_var)
     with pytest.raises(TypeError, match="x"):
         nn.ReLU()(np.zeros(3, np.complex64))
+
+
+@requires_openmp
+def test_layers_bitwise_for_1_and_2_threads(rng):
+    x = random_array(rng, (64, 1, 12, 12), np.float32)
+    t = rng.integers(0, 4, 64)
+    seq = random_array(rng, (16, 9, 40), np.float32)
+
+    def run():
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, seed=0), nn.BatchNorm2d(8),
+                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(8 * 36, 4, seed=1))
+        lf = nn.CrossEntropyLoss()
+        loss = lf(model(x), t)
+        dx = model.backward(lf.backward())
+        lstm = nn.LSTM(40, 256, seed=2)
+        y, (h, c) = lstm(seq)
+        dseq = lstm.backward(y)
+        mha = nn.MultiHeadAttention(40, 4, seed=3)
+        z = mha(seq, is_causal=True)
+        dz = mha.backward(z)
+        return [np.asarray(loss), dx, y, h, c, dseq, z, dz] + model.gradients() + \
+            lstm.gradients() + mha.gradients()
+
+    with fastdl.threads(1):
+        a = run()
+    with fastdl.threads(2):
+        b = run()
+    for u, v in zip(a, b):
+        assert u.tobytes() == v.tobytes()
