@@ -210,3 +210,14 @@ def test_internal_rows_refuse_bad_memory():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         _lstm._forward_rows(g, np.zeros((2, 8)), np.zeros((2, 2)), ro, np.zeros((2, 2)))
+
+
+def test_read_only_inputs(rng, dtype):
+    args = _operands(rng, 4, 3, 2, dtype)
+    dh, dc = random_array(rng, (4, 2), dtype), random_array(rng, (4, 2), dtype)
+    want = fastdl.lstm_cell(*args) + fastdl.lstm_cell_backward(dh, dc, *args)
+    for a in args + (dh, dc):
+        a.flags.writeable = False
+    got = fastdl.lstm_cell(*args) + fastdl.lstm_cell_backward(dh, dc, *args)
+    for u, v in zip(got, want):
+        assert u.tobytes() == v.tobytes()

@@ -94,7 +94,7 @@ cdef void _run_rows(Rows *r, bint forward, bint f32, Py_ssize_t B, Py_ssize_t H)
 
 
 cdef int _set_rows(Rows *r, int i, cnp.ndarray a, Py_ssize_t B, Py_ssize_t width,
-                   int typenum, str what) except -1:
+                   int typenum, str what, bint written=False) except -1:
     # The internal entry points trust their callers (fastdl.nn) but never their memory.
     if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != 2 or a.shape[0] != B
             or a.shape[1] != width or not cnp.PyArray_ISALIGNED(a)
@@ -102,7 +102,7 @@ cdef int _set_rows(Rows *r, int i, cnp.ndarray a, Py_ssize_t B, Py_ssize_t width
         raise ValueError(f"fastdl._lstm: {what} must be a ({B}, {width}) array of the gates' "
                          f"dtype with a contiguous last axis, got {shape_of(a)} "
                          f"{a.dtype} with strides {(<object>a).strides}")
-    if i in (0, 3, 4) and not cnp.PyArray_ISWRITEABLE(a):
+    if written and not cnp.PyArray_ISWRITEABLE(a):
         raise ValueError(f"fastdl._lstm: {what} must be writeable")
     r.p[i] = <char *>cnp.PyArray_DATA(a)
     r.s[i] = cnp.PyArray_STRIDES(a)[0] if B > 1 else 0
@@ -127,11 +127,11 @@ def _forward_rows(cnp.ndarray g, cnp.ndarray gh, cnp.ndarray c, cnp.ndarray h_ne
     cdef Rows r
     cdef Py_ssize_t B = g.shape[0], H = c.shape[1] if cnp.PyArray_NDIM(c) == 2 else -1
     cdef int t = cnp.PyArray_TYPE(g)
-    _set_rows(&r, 0, g, B, 4 * H, t, "g")
+    _set_rows(&r, 0, g, B, 4 * H, t, "g", True)
     _set_rows(&r, 1, gh, B, 4 * H, t, "gh")
     _set_rows(&r, 2, c, B, H, t, "c")
-    _set_rows(&r, 3, h_new, B, H, t, "h_new")
-    _set_rows(&r, 4, c_new, B, H, t, "c_new")
+    _set_rows(&r, 3, h_new, B, H, t, "h_new", True)
+    _set_rows(&r, 4, c_new, B, H, t, "c_new", True)
     _dispatch(&r, True, t == cnp.NPY_FLOAT, B, H)
 
 
@@ -143,12 +143,11 @@ def _backward_rows(cnp.ndarray g, cnp.ndarray c, cnp.ndarray dh, cnp.ndarray dc,
     cdef Rows r
     cdef Py_ssize_t B = g.shape[0], H = c.shape[1] if cnp.PyArray_NDIM(c) == 2 else -1
     cdef int t = cnp.PyArray_TYPE(g)
-    _set_rows(&r, 0, g, B, 4 * H, t, "g")
+    _set_rows(&r, 0, g, B, 4 * H, t, "g", True)
     _set_rows(&r, 1, c, B, H, t, "c")
     _set_rows(&r, 2, dh, B, H, t, "dh")
     _set_rows(&r, 3, dc, B, H, t, "dc")
-    _set_rows(&r, 4, dc_prev, B, H, t, "dc_prev")
-    # The writable slots of the backward are 0 and 4 (slot 3 is read-only dc).
+    _set_rows(&r, 4, dc_prev, B, H, t, "dc_prev", True)
     _dispatch(&r, False, t == cnp.NPY_FLOAT, B, H)
 
 
