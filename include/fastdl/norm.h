@@ -25,7 +25,17 @@
 #include "reduce.h"   /* fdl_vec_f32 / fdl_vec_f64: 64-byte vectors of the lane kernels */
 
 #define FDL_NB_BLOCK 1024     /* elements per statistics block of a plane or a row (4 KiB f32) */
-#define FDL_NB_ROWS 16        /* rows per statistics block of the rows layout */
+#define FDL_NB_ROWS 16        /* rows per column-sum block of layer_norm_backward */
+
+/* Rows per statistics block of the batch-norm rows layout: about 4096 elements (the block is
+ * read twice, from L1/L2), 16 to 256 rows, a multiple of 4; a function of C alone. With 16
+ * rows of C = 128 (NHWC), the per-block merge in double cost about a third of the pass. */
+static inline ptrdiff_t fdl_nb_rows_block(ptrdiff_t C)
+{
+    ptrdiff_t rb = C > 0 ? 4096 / C : 256;
+    rb = rb < 16 ? 16 : rb > 256 ? 256 : rb;
+    return rb & ~(ptrdiff_t)3;
+}
 
 /* Chan's merge of (nb, mb, qb) into (n, m, q): count, mean, sum of squared deviations. */
 FDL_INLINE void fdl_moments_merge(double *n, double *m, double *q, double nb, double mb,
@@ -275,8 +285,8 @@ FDL_INLINE void fdl_nb_colflush_##SFX(double *FDL_RESTRICT oa, double *FDL_RESTR
 }                                                                                             \
 /* Rows layout: rows [r0, r1) of C contiguous channels at x + (r/S)*sn + (r%S)*ss (bytes).  \
  * Moments per channel, planar: out[0, C) counts, out[C, 2C) means, out[2C, 3C) deviation   \
- * sums (double); blocks of FDL_NB_ROWS rows (mean, then deviations, from L1/L2) merged in   \
- * order. scratch: 3*C of T. */                                                               \
+ * sums (double); blocks of fdl_nb_rows_block(C) rows (mean, then deviations, from L1/L2),  \
+ * merged in order. scratch: 3*C of T. */                                                     \
 FDL_DISPATCH static void fdl_nb_rows_moments_##SFX(const char *x, ptrdiff_t S, ptrdiff_t sn,  \
                                                    ptrdiff_t ss, ptrdiff_t r0, ptrdiff_t r1,  \
                                                    ptrdiff_t C, double *out, T *scratch)      \
@@ -284,8 +294,9 @@ FDL_DISPATCH static void fdl_nb_rows_moments_##SFX(const char *x, ptrdiff_t S, p
     T *acc = scratch, *q = scratch + C, *e = scratch + 2 * C;                                 \
     double *mean = out + C, *m2 = out + 2 * C, n = 0.0;                                       \
     for (ptrdiff_t j = 0; j < 3 * C; ++j) out[j] = 0.0;                                       \
-    for (ptrdiff_t b0 = r0; b0 < r1; b0 += FDL_NB_ROWS) {                                     \
-        ptrdiff_t b1 = b0 + FDL_NB_ROWS < r1 ? b0 + FDL_NB_ROWS : r1;                         \
+    const ptrdiff_t rb = fdl_nb_rows_block(C);                                                \
+    for (ptrdiff_t b0 = r0; b0 < r1; b0 += rb) {                                              \
+        ptrdiff_t b1 = b0 + rb < r1 ? b0 + rb : r1;                                           \
         T inv = (T)1 / (T)(b1 - b0);                                                          \
         for (ptrdiff_t j = 0; j < C; ++j) { acc[j] = 0; q[j] = 0; e[j] = 0; }                 \
         ptrdiff_t r = b0;                                                                     \
@@ -304,7 +315,8 @@ FDL_DISPATCH static void fdl_nb_rows_moments_##SFX(const char *x, ptrdiff_t S, p
     for (ptrdiff_t j = 0; j < C; ++j) out[j] = n;                                             \
 }                                                                                             \
 /* Rows layout, backward sums, planar: out[j] = sum dy, out[C + j] = sum dy*(x - m[j]);     \
- * blocks of FDL_NB_ROWS rows summed in T, added to double in order. scratch: 2*C of T. */   \
+ * blocks of fdl_nb_rows_block(C) rows summed in T, added to double in order. scratch: 2*C  \
+ * of T. */                                                                                   \
 FDL_DISPATCH static void fdl_nb_rows_dsums_##SFX(const char *x, const char *dy, ptrdiff_t S,  \
                                                  ptrdiff_t sn, ptrdiff_t ss, ptrdiff_t dsn,   \
                                                  ptrdiff_t dss, ptrdiff_t r0, ptrdiff_t r1,   \
@@ -314,8 +326,9 @@ FDL_DISPATCH static void fdl_nb_rows_dsums_##SFX(const char *x, const char *dy, 
     T *a = scratch, *b = scratch + C;                                                         \
     for (ptrdiff_t j = 0; j < 2 * C; ++j) out[j] = 0.0;                                       \
     for (ptrdiff_t j = 0; j < C; ++j) { a[j] = 0; b[j] = 0; }                                 \
-    for (ptrdiff_t b0 = r0; b0 < r1; b0 += FDL_NB_ROWS) {                                     \
-        ptrdiff_t b1 = b0 + FDL_NB_ROWS < r1 ? b0 + FDL_NB_ROWS : r1;                         \
+    const ptrdiff_t rb = fdl_nb_rows_block(C);                                                \
+    for (ptrdiff_t b0 = r0; b0 < r1; b0 += rb) {                                              \
+        ptrdiff_t b1 = b0 + rb < r1 ? b0 + rb : r1;                                           \
         ptrdiff_t r = b0;                                                                     \
         for (; r + 4 <= b1; r += 4)                                                           \
             fdl_nb_coldsum4_##SFX(a, b, FDL_NB_DROW(dy, r), FDL_NB_DROW(dy, r + 1),           \
