@@ -198,18 +198,30 @@ def test_bad_gradient_shapes_and_types(rng):
         fastdl.lstm_cell(args[0].astype(np.float16), *args[1:])
 
 
-def test_internal_rows_refuse_bad_memory():
+def test_internal_helpers_refuse_bad_memory():
     g = np.zeros((2, 8))
-    with pytest.raises(ValueError, match="gh"):
-        _lstm._forward_rows(g, np.zeros((2, 8), np.float32), np.zeros((2, 2)),
-                            np.zeros((2, 2)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="c must be"):
+        _lstm._forward_rows(g, np.zeros((2, 2), np.float32), np.zeros((2, 2)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="contiguous last axis"):
-        _lstm._forward_rows(g, np.zeros((2, 8)), np.zeros((2, 4))[:, ::2],
-                            np.zeros((2, 2)), np.zeros((2, 2)))
+        _lstm._forward_rows(g, np.zeros((2, 4))[:, ::2], np.zeros((2, 2)), np.zeros((2, 2)))
     ro = np.zeros((2, 2))
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
-        _lstm._forward_rows(g, np.zeros((2, 8)), np.zeros((2, 2)), ro, np.zeros((2, 2)))
+        _lstm._forward_rows(g, np.zeros((2, 2)), ro, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="does not fit"):
+        _lstm._add_matmul(np.zeros((2, 3)), np.zeros((2, 8)), g)
+    with pytest.raises(ValueError, match="does not fit"):
+        _lstm._add_matmul(np.zeros((2, 3), np.float32), np.zeros((3, 8)), g)
+
+
+def test_add_matmul_accumulates(rng, dtype):
+    a = random_array(rng, (5, 3), dtype)[::-1]  # negative strides: copied for BLAS
+    b = np.asfortranarray(random_array(rng, (3, 8), dtype))
+    big = random_array(rng, (5, 2, 8), dtype)
+    c = big[:, 1]  # rows with a stride: written in place
+    want = c.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    _lstm._add_matmul(a, b, c)
+    assert_close(big[:, 1], want, dtype, scale=gemm_scale(a, b) + np.abs(want))
 
 
 def test_read_only_inputs(rng, dtype):

@@ -6,8 +6,9 @@
  * (no libm call, so the loop vectorises in every FDL_DISPATCH clone).
  *
  * Both kernels work in place on the gate row `g`, because the caller owns that buffer:
- *   forward:  g holds x W_ih + b on entry, the activated gates (i, f, g, o) on exit
- *             (the cache of the backward);
+ *   forward:  g holds x W_ih + b + h W_hh on entry (the second GEMM accumulates onto the
+ *             first with beta = 1, so no second gate buffer is written and read back), the
+ *             activated gates (i, f, g, o) on exit (the cache of the backward);
  *   backward: g holds the activated gates on entry, d(pre-activation) on exit, which is
  *             the right-hand side of the two backward GEMMs.
  */
@@ -35,15 +36,15 @@ FDL_INLINE double fdl_lstm_sigmoid(double x)
 }
 
 #define FDL_LSTM_FORWARD(NAME, T, SIG, TANH)                                                \
-FDL_DISPATCH static void NAME(T *FDL_RESTRICT g, const T *FDL_RESTRICT gh,                   \
-                              const T *FDL_RESTRICT c, T *FDL_RESTRICT h_new,                \
+FDL_DISPATCH static void NAME(T *FDL_RESTRICT g, const T *FDL_RESTRICT c,                    \
+                              T *FDL_RESTRICT h_new,                                         \
                               T *FDL_RESTRICT c_new, ptrdiff_t H)                            \
 {                                                                                            \
     for (ptrdiff_t j = 0; j < H; j++) {                                                      \
-        T gi = SIG(g[j] + gh[j]);                                                            \
-        T gf = SIG(g[H + j] + gh[H + j]);                                                    \
-        T gg = TANH(g[2 * H + j] + gh[2 * H + j]);                                           \
-        T go = SIG(g[3 * H + j] + gh[3 * H + j]);                                            \
+        T gi = SIG(g[j]);                                                                    \
+        T gf = SIG(g[H + j]);                                                                \
+        T gg = TANH(g[2 * H + j]);                                                           \
+        T go = SIG(g[3 * H + j]);                                                            \
         T cn = gf * c[j] + gi * gg;                                                          \
         g[j] = gi;                                                                           \
         g[H + j] = gf;                                                                       \

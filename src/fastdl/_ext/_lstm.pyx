@@ -1,29 +1,31 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """lstm_cell and lstm_cell_backward: two BLAS GEMMs, then one fused elementwise pass.
 
-Inner loops: fastdl/lstm.h. The GEMMs go through fastdl's own ``linear``/``matmul`` (so
-through ``_blas.gemm_batched`` and its shape-only tile grid); the fused pass works row by
+Inner loops: fastdl/lstm.h. The gates are ``linear(x, w_ih, b)`` and then ``h @ w_hh``
+accumulated onto them by ``_blas.gemm_batched`` with beta = 1 (both on its shape-only tile
+grid; no second gate buffer); the fused pass works row by
 row, each element computed alone, so every result is bitwise identical for any thread count.
 
 The backward recomputes the gates (the two forward GEMMs again) unless it is given the
 activated gates that ``lstm_cell(..., return_gates=True)`` returned; the LSTM layer of
 ``fastdl.nn`` keeps them (it needs them anyway) and calls the row kernels directly through
-``_forward_rows`` / ``_backward_rows``.
+``_add_matmul``, ``_forward_rows`` and ``_backward_rows``.
 """
 
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
 
+from fastdl._ext._blas cimport Mat, blas_layout, check_blas_dims, gemm_batched
 from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum,
-                                  current_threads, shape_of)
-from fastdl._ext._linalg import linear, linear_backward, matmul
+                                  current_threads, dtype_code, shape_of)
+from fastdl._ext._linalg import linear, linear_backward
 
 cdef extern from "fastdl/lstm.h" nogil:
-    void fdl_lstm_forward_f32(float *g, const float *gh, const float *c, float *h_new,
-                              float *c_new, Py_ssize_t H)
-    void fdl_lstm_forward_f64(double *g, const double *gh, const double *c, double *h_new,
-                              double *c_new, Py_ssize_t H)
+    void fdl_lstm_forward_f32(float *g, const float *c, float *h_new, float *c_new,
+                              Py_ssize_t H)
+    void fdl_lstm_forward_f64(double *g, const double *c, double *h_new, double *c_new,
+                              Py_ssize_t H)
     void fdl_lstm_backward_f32(float *g, const float *c, const float *dh, const float *dc,
                                float *dc_prev, Py_ssize_t H)
     void fdl_lstm_backward_f64(double *g, const double *c, const double *dh,
@@ -41,7 +43,7 @@ cdef Py_ssize_t RELEASE_GIL_MIN = 4096
 # row kernels over (B, ...) operands whose last axis is contiguous
 
 cdef struct Rows:
-    # Up to five row-major operands: base pointer and row stride in bytes.
+    # Up to five row operands (last axis contiguous): base pointer and row stride in bytes.
     char *p[5]
     Py_ssize_t s[5]
 
@@ -49,14 +51,12 @@ cdef struct Rows:
 cdef inline void _fwd_row(const Rows *r, bint f32, Py_ssize_t b, Py_ssize_t H) noexcept nogil:
     if f32:
         fdl_lstm_forward_f32(<float *>(r.p[0] + b * r.s[0]), <float *>(r.p[1] + b * r.s[1]),
-                             <float *>(r.p[2] + b * r.s[2]), <float *>(r.p[3] + b * r.s[3]),
-                             <float *>(r.p[4] + b * r.s[4]), H)
+                             <float *>(r.p[2] + b * r.s[2]), <float *>(r.p[3] + b * r.s[3]), H)
     else:
         fdl_lstm_forward_f64(<double *>(r.p[0] + b * r.s[0]),
                              <double *>(r.p[1] + b * r.s[1]),
                              <double *>(r.p[2] + b * r.s[2]),
-                             <double *>(r.p[3] + b * r.s[3]),
-                             <double *>(r.p[4] + b * r.s[4]), H)
+                             <double *>(r.p[3] + b * r.s[3]), H)
 
 
 cdef inline void _bwd_row(const Rows *r, bint f32, Py_ssize_t b, Py_ssize_t H) noexcept nogil:
@@ -119,20 +119,61 @@ cdef void _dispatch(Rows *r, bint forward, bint f32, Py_ssize_t B, Py_ssize_t H)
         _run_rows(r, forward, f32, B, H)
 
 
-def _forward_rows(cnp.ndarray g, cnp.ndarray gh, cnp.ndarray c, cnp.ndarray h_new,
-                  cnp.ndarray c_new):
-    """Internal (fastdl.nn): the fused forward pass, in place. ``g`` (B, 4H): x W_ih + b on
-    entry, the activated gates on exit; ``gh`` (B, 4H): h W_hh; ``c`` (B, H); results into
-    ``h_new``, ``c_new`` (B, H). Rows may have any stride; the last axis must be contiguous."""
+def _forward_rows(cnp.ndarray g, cnp.ndarray c, cnp.ndarray h_new, cnp.ndarray c_new):
+    """Internal (fastdl.nn): the fused forward pass, in place. ``g`` (B, 4H): the gate
+    pre-activations x W_ih + b + h W_hh on entry, the activated gates on exit; ``c`` (B, H);
+    results into ``h_new``, ``c_new`` (B, H). Rows may have any stride; the last axis must
+    be contiguous."""
     cdef Rows r
     cdef Py_ssize_t B = g.shape[0], H = c.shape[1] if cnp.PyArray_NDIM(c) == 2 else -1
     cdef int t = cnp.PyArray_TYPE(g)
     _set_rows(&r, 0, g, B, 4 * H, t, "g", True)
-    _set_rows(&r, 1, gh, B, 4 * H, t, "gh")
-    _set_rows(&r, 2, c, B, H, t, "c")
-    _set_rows(&r, 3, h_new, B, H, t, "h_new", True)
-    _set_rows(&r, 4, c_new, B, H, t, "c_new", True)
+    _set_rows(&r, 1, c, B, H, t, "c")
+    _set_rows(&r, 2, h_new, B, H, t, "h_new", True)
+    _set_rows(&r, 3, c_new, B, H, t, "c_new", True)
     _dispatch(&r, True, t == cnp.NPY_FLOAT, B, H)
+
+
+cdef Mat _operand(cnp.ndarray a, str what) except *:
+    cdef Mat m
+    if cnp.PyArray_NDIM(a) != 2 or not cnp.PyArray_ISALIGNED(a) or not blas_layout(
+            a.shape[0], a.shape[1], cnp.PyArray_STRIDES(a)[0], cnp.PyArray_STRIDES(a)[1],
+            cnp.PyArray_ITEMSIZE(a), &m):
+        raise ValueError(f"fastdl._lstm: {what} is not a 2-D BLAS operand")
+    m.data = <char *>cnp.PyArray_DATA(a)
+    return m
+
+
+def _add_matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c):
+    """Internal: ``c += a @ b`` in one BLAS call with beta = 1 (through gemm_batched, so on
+    fastdl's shape-only tile grid). a (m, k), b (k, n): any layout, copied to C order only
+    if BLAS cannot read them; c (m, n) of their dtype, writeable, a BLAS operand."""
+    cdef int t = cnp.PyArray_TYPE(c)
+    if (cnp.PyArray_NDIM(a) != 2 or cnp.PyArray_NDIM(b) != 2 or cnp.PyArray_NDIM(c) != 2
+            or a.shape[1] != b.shape[0] or c.shape[0] != a.shape[0]
+            or c.shape[1] != b.shape[1] or cnp.PyArray_TYPE(a) != t
+            or cnp.PyArray_TYPE(b) != t or not cnp.PyArray_ISWRITEABLE(c)):
+        raise ValueError(f"fastdl._lstm: c {shape_of(c)} {c.dtype} += a {shape_of(a)} "
+                         f"{a.dtype} @ b {shape_of(b)} {b.dtype} does not fit")
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        return
+    cdef Mat ma, mb, mc = _operand(c, "c")
+    try:
+        ma = _operand(a, "a")
+    except ValueError:
+        a = np.array(a, order="C", copy=True)
+        ma = _operand(a, "a")
+    try:
+        mb = _operand(b, "b")
+    except ValueError:
+        b = np.array(b, order="C", copy=True)
+        mb = _operand(b, "b")
+    check_blas_dims(ma, mb, mc)
+    cdef int dt = dtype_code(c)
+    cdef int nthreads = current_threads()
+    with nogil:
+        gemm_batched(dt, 1, m, n, k, 1.0, ma, NULL, mb, NULL, 1.0, mc, NULL, NULL, nthreads)
 
 
 def _backward_rows(cnp.ndarray g, cnp.ndarray c, cnp.ndarray dh, cnp.ndarray dc,
@@ -225,10 +266,10 @@ def lstm_cell(x, h, c, w_ih, w_hh, b, *, return_gates=False):
     X, Hh, C, Wih, Whh, Bv, B, I, H, typenum = _cell_operands(
         (x, h, c, w_ih, w_hh, b), ("x", "h", "c", "w_ih", "w_hh", "b"), "lstm_cell")
     g = linear(X, Wih, Bv)
-    gh = matmul(Hh, Whh)
+    _add_matmul(Hh, Whh, g)
     h_new = np.empty((B, H), dtype=g.dtype)
     c_new = np.empty((B, H), dtype=g.dtype)
-    _forward_rows(g, gh, _row_ready(C), h_new, c_new)
+    _forward_rows(g, _row_ready(C), h_new, c_new)
     if return_gates:
         return h_new, c_new, g
     return h_new, c_new
@@ -255,9 +296,8 @@ def lstm_cell_backward(dh_new, dc_new, x, h, c, w_ih, w_hh, b, *, gates=None):
     dt = np.float32 if typenum == cnp.NPY_FLOAT else np.float64
     if gates is None:
         g = linear(X, Wih, Bv)
-        gh = matmul(Hh, Whh)
-        scratch = np.empty((B, H), dtype=dt)
-        _forward_rows(g, gh, _row_ready(C), scratch, np.empty((B, H), dtype=dt))
+        _add_matmul(Hh, Whh, g)
+        _forward_rows(g, _row_ready(C), np.empty((B, H), dtype=dt), np.empty((B, H), dtype=dt))
     else:
         G = as_float_array(gates, "lstm_cell_backward", "gates")
         if shape_of(G) != (B, 4 * H):

@@ -1,8 +1,8 @@
 """LSTM over batch-first sequences, on the fused cell kernel of ``fastdl._ext._lstm``.
 
 Per layer, the input half of every step's gates is one GEMM over the whole sequence
-(``X (B*T, I) @ w_ih + b``); each step then only multiplies ``h @ w_hh`` and runs the fused
-nonlinearity pass, which overwrites that step's gate slice with the activated gates: the
+(``X (B*T, I) @ w_ih + b``); each step then only accumulates ``h @ w_hh`` onto its slice of
+those gates (one BLAS call, beta = 1) and runs the fused nonlinearity pass, which overwrites that step's gate slice with the activated gates: the
 cache of the backward, so the backward never recomputes a gate. Backward through time walks
 the steps in reverse (one fused pass and one ``dG_t @ w_hhᵀ`` per step), then finishes with
 three sequence-wide GEMMs: ``dX = dG @ w_ihᵀ``, ``dw_ih = Xᵀ dG``, ``dw_hh = H_prevᵀ dG``.
@@ -11,7 +11,7 @@ three sequence-wide GEMMs: ``dX = dG @ w_ihᵀ``, ``dw_ih = Xᵀ dG``, ``dw_hh =
 import numpy as np
 
 import fastdl
-from fastdl._ext._lstm import _forward_rows, _backward_rows
+from fastdl._ext._lstm import _add_matmul, _forward_rows, _backward_rows
 from fastdl.nn.module import Module, check_dtype, make_rng, positive_int
 
 __all__ = ["LSTM"]
@@ -104,8 +104,8 @@ class LSTM(Module):
             h, c = h0[l], c0[l]
             whh = w_hh.astype(dt, copy=False)
             for t in range(T):
-                gh = fastdl.matmul(h, whh)
-                _forward_rows(G[:, t], gh, c, hs[:, t], cs[:, t])
+                _add_matmul(h, whh, G[:, t])
+                _forward_rows(G[:, t], c, hs[:, t], cs[:, t])
                 h, c = hs[:, t], cs[:, t]
             hn[l] = h
             cn[l] = c
