@@ -66,11 +66,11 @@ cdef extern from "fastdl/attention.h" nogil:
     void fdl_attn_scale_f64(double *x, Py_ssize_t n, double f)
 
 cdef extern from "fastdl/attention_gemm.h" nogil:
-    int fdl_agemm_level()
-    void fdl_agemm_avx512(int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+    int fdl_sgemm_level()
+    void fdl_sgemm_avx512(int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                           float alpha, const float *A, Py_ssize_t lda, const float *B,
                           Py_ssize_t ldb, float *C, Py_ssize_t ldc)
-    void fdl_agemm_avx2(int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+    void fdl_sgemm_avx2(int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                         float alpha, const float *A, Py_ssize_t lda, const float *B,
                         Py_ssize_t ldb, float *C, Py_ssize_t ldc)
     void fdl_attn_pack_kt(const float *k, Py_ssize_t ldk, Py_ssize_t n, Py_ssize_t E,
@@ -80,10 +80,10 @@ cdef extern from "fastdl/attention_gemm.h" nogil:
 
 cnp.import_array()
 
-# The float32 forward's tile GEMMs: "auto" (attention_gemm.h's register-blocked kernel at the
-# CPU's best level, BLAS where it has none), or forced: "blas", "avx2", "avx512" (tests).
+# The float32 forward's tile GEMMs: "auto" (sgemm.h's register-blocked kernel at the CPU's
+# best level, BLAS where it has none), or forced: "blas", "avx2", "avx512" (tests).
 KERNEL = "auto"
-cdef int _CPU_LEVEL = fdl_agemm_level()
+cdef int _CPU_LEVEL = fdl_sgemm_level()
 
 # Tile sizes (rows of Q per work item, keys per tile). Module variables so that the tests can
 # shrink them to exercise many tiles on small inputs.
@@ -267,9 +267,9 @@ cdef inline void _agemm(int level, int accumulate, Py_ssize_t M, Py_ssize_t N, P
                         float alpha, const float *A, Py_ssize_t lda, const float *B,
                         Py_ssize_t ldb, float *C, Py_ssize_t ldc) noexcept nogil:
     if level == 2:
-        fdl_agemm_avx512(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc)
+        fdl_sgemm_avx512(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc)
     else:
-        fdl_agemm_avx2(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc)
+        fdl_sgemm_avx2(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc)
 
 
 cdef void _forward_item_kernel(const Problem *p, Py_ssize_t item, char *scratch) noexcept nogil:

@@ -513,3 +513,44 @@ cdef void gemm_batched(int dtype, Py_ssize_t batch, Py_ssize_t m, Py_ssize_t n,
                       bias, isz)
     if pinned:
         _unpin_blas()
+
+
+# --------------------------------------------------------------------------------------
+# The register-blocked float32 kernel of include/fastdl/sgemm.h (attention's tiles, the
+# convolution's units call it directly from C): a test shim.
+
+cdef extern from "fastdl/sgemm.h" nogil:
+    int fdl_sgemm_level()
+    int fdl_sgemm(int level, int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                  float alpha, const float *A, Py_ssize_t lda, const float *B,
+                  Py_ssize_t ldb, float *C, Py_ssize_t ldc)
+
+
+def sgemm_kernel_level():
+    """2: AVX-512, 1: AVX2+FMA, 0: neither (callers use BLAS)."""
+    return fdl_sgemm_level()
+
+
+def sgemm_kernel(a, b, c, float alpha=1.0, bint accumulate=False, int level=0):
+    """c = alpha a @ b (or c += ...) in place with sgemm.h's kernel at `level` (tests only):
+    float32 arrays with unit-stride rows."""
+    import numpy as np
+    for name, x in (("a", a), ("b", b), ("c", c)):
+        if (not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2
+                or (x.size and ((x.shape[1] > 1 and x.strides[1] != 4) or x.strides[0] % 4
+                                or x.strides[0] < 0)) or not x.flags.aligned):
+            raise TypeError(f"sgemm_kernel: {name} must be a 2-D float32 array with unit-stride rows")
+    if a.shape[1] != b.shape[0] or c.shape != (a.shape[0], b.shape[1]):
+        raise ValueError(f"sgemm_kernel: shapes a {a.shape}, b {b.shape}, c {c.shape}")
+    if level < 1 or level > fdl_sgemm_level():
+        raise ValueError(f"sgemm_kernel: level {level} is not available on this CPU")
+    if not c.flags.writeable:
+        raise ValueError("sgemm_kernel: c is read-only")
+    cdef Py_ssize_t addr_a = a.ctypes.data, addr_b = b.ctypes.data, addr_c = c.ctypes.data
+    cdef int rc = fdl_sgemm(level, accumulate, a.shape[0], b.shape[1], a.shape[1], alpha,
+                            <const float *>addr_a, max(a.strides[0] // 4, 1),
+                            <const float *>addr_b, max(b.strides[0] // 4, 1),
+                            <float *>addr_c, max(c.strides[0] // 4, 1))
+    if rc != 0:
+        raise MemoryError("sgemm_kernel: scratch allocation failed")
+    return c
