@@ -666,3 +666,42 @@ def test_layers_bitwise_for_1_and_2_threads(rng):
         b = run()
     for u, v in zip(a, b):
         assert u.tobytes() == v.tobytes()
+
+
+def test_layers_compute_in_their_dtype(rng):
+    x64 = random_array(rng, (4, 1, 6, 6))
+    model = _cnn(np.float32)
+    y = model(x64)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, _cnn(np.float32)(x64.astype(np.float32)))
+    assert model.backward(np.ones_like(y)).dtype == np.float32
+    assert nn.Linear(3, 2)(np.ones((2, 3), np.int64)).dtype == np.float32
+    assert nn.LSTM(3, 2)(np.ones((2, 4, 3)))[0].dtype == np.float32
+    assert nn.MultiHeadAttention(4, 2)(np.ones((2, 3, 4)))[0].dtype == np.float32
+    assert nn.ReLU()(x64).dtype == np.float64  # no parameters: the input's dtype
+    for m, shape in ((nn.Linear(3, 2), (2, 3)), (nn.LSTM(3, 2), (1, 2, 3)),
+                     (nn.MultiHeadAttention(4, 2), (1, 2, 4)), (nn.LayerNorm(3), (2, 3))):
+        with pytest.raises(TypeError, match="x has dtype complex128|query has dtype complex128"):
+            m(np.zeros(shape, np.complex128))
+
+
+def test_custom_layer_on_the_module_base(rng):
+    class Scale(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.register_parameter("s", np.ones(n))
+            self.register_buffer("calls", np.zeros(1))
+
+        def forward(self, x):
+            self._cache = x
+            self.calls += 1
+            return x * self.s
+
+        def backward(self, dy):
+            self._accumulate(self.grad("s"), (dy * self._cache).sum(0))
+            return dy * self.s
+
+    model = nn.Sequential(nn.Linear(3, 4, dtype=np.float64, seed=0), Scale(4))
+    _set_params(model, rng)
+    check_grads(model, [random_array(rng, (5, 3))], rng)
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "1.s", "1.calls"}

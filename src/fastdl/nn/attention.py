@@ -3,7 +3,7 @@
 import numpy as np
 
 import fastdl
-from fastdl.nn.module import Module, check_dtype, make_rng, positive_int
+from fastdl.nn.module import Module, as_input, check_dtype, make_rng, positive_int
 
 __all__ = ["MultiHeadAttention"]
 
@@ -58,7 +58,7 @@ class MultiHeadAttention(Module):
                 object.__setattr__(self, f"{name}_bias", None)
 
     def _check(self, a, name, dim, batch=None):
-        a = np.asarray(a)
+        a = as_input(a, self.dtype, "MultiHeadAttention", name)
         if a.ndim != 3 or a.shape[2] != dim or (batch is not None and a.shape[0] != batch):
             b = "batch" if batch is None else batch
             raise ValueError(f"fastdl.nn.MultiHeadAttention: {name} has shape {a.shape}, "

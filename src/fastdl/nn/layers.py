@@ -16,7 +16,7 @@ import operator
 import numpy as np
 
 import fastdl
-from fastdl.nn.module import Module, check_dtype, make_rng, positive_int
+from fastdl.nn.module import Module, as_input, check_dtype, make_rng, positive_int
 
 __all__ = ["Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU",
            "Sigmoid", "Tanh", "GELU", "Dropout", "MaxPool2d", "AvgPool2d", "Flatten",
@@ -53,7 +53,7 @@ class Linear(Module):
             self.bias = None
 
     def forward(self, x):
-        x = _float(x)
+        x = as_input(x, self.dtype, 'Linear')
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"fastdl.nn.Linear: x has shape {x.shape}, expected (..., "
                              f"{self.in_features}) (in_features)")
@@ -133,7 +133,7 @@ class Conv2d(Module):
         return self.stride, self.padding, self.dilation, self.groups
 
     def forward(self, x):
-        x = _float(x)
+        x = as_input(x, self.dtype, 'Conv2d')
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"fastdl.nn.Conv2d: x has shape {x.shape}, expected (N, "
                              f"{self.in_channels}, H, W)")
@@ -193,7 +193,7 @@ class _BatchNorm(Module):
                              f"expected {want}")
 
     def forward(self, x):
-        x = _float(x)
+        x = as_input(x, self.dtype, type(self).__name__)
         self._check(x)
         batch_stats = self.training or not self.track_running_stats
         y, mean, inv_std = fastdl.batch_norm(
@@ -264,7 +264,7 @@ class LayerNorm(Module):
             self.weight = self.bias = None
 
     def forward(self, x):
-        x = _float(x)
+        x = as_input(x, self.dtype, 'LayerNorm')
         n = len(self.normalized_shape)
         if x.ndim < n or x.shape[x.ndim - n:] != self.normalized_shape:
             raise ValueError(f"fastdl.nn.LayerNorm: x has shape {x.shape}, expected (..., "

@@ -16,6 +16,11 @@ Conventions (the same for every layer):
   gradient with respect to an input) is still available, with eval-mode semantics.
 * Buffers (running statistics) are state that is not trained: in ``state_dict`` but not in
   ``parameters()``.
+* A layer with parameters computes in its own dtype (``dtype=``, float32 by default): a real
+  input of another dtype (float64 data from NumPy, integers) is converted to it on entry,
+  as Keras layers cast their inputs, so float64 data never silently turns a float32 model
+  into a float64 one (nor fails in BatchNorm's float32 running statistics). Complex and
+  other dtypes raise ``TypeError``. Layers without parameters keep their input's dtype.
 """
 
 import numpy as np
@@ -34,6 +39,15 @@ def check_dtype(dtype, cls):
     if dt not in _FLOATS:
         raise TypeError(f"fastdl.nn.{cls}: dtype must be float32 or float64, got {dt}")
     return dt
+
+
+def as_input(x, dtype, cls, name="x"):
+    """x as an array of the layer's dtype (see the module docstring)."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiub" or a.dtype == np.float16 or a.dtype.itemsize > 8:
+        raise TypeError(f"fastdl.nn.{cls}: {name} has dtype {a.dtype}; expected a real "
+                        f"(float32/float64, integer or bool) array")
+    return a.astype(dtype, copy=False)
 
 
 def make_rng(seed, rng, cls):
@@ -72,8 +86,17 @@ class Module:
             self.__dict__.get("_modules", {})[name] = value
         object.__setattr__(self, name, value)
 
+    def register_parameter(self, name, value):
+        """Register a parameter (a C-contiguous copy of ``value`` unless it is one) and its
+        zeroed gradient under ``name``, as attribute ``self.<name>``; returns the array.
+        This is how a custom layer declares what it trains."""
+        return self._param(name, value)
+
+    def register_buffer(self, name, value):
+        """Register state that is saved but not trained (e.g. running statistics)."""
+        return self._buffer(name, value)
+
     def _param(self, name, value):
-        """Register a parameter (and its zeroed gradient) under ``name``; returns it."""
         value = np.ascontiguousarray(value)
         self._params[name] = value
         self._grads[name] = np.zeros_like(value)

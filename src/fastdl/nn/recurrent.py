@@ -12,7 +12,7 @@ import numpy as np
 
 import fastdl
 from fastdl._ext._lstm import _add_matmul, _forward_rows, _backward_rows
-from fastdl.nn.module import Module, check_dtype, make_rng, positive_int
+from fastdl.nn.module import Module, as_input, check_dtype, make_rng, positive_int
 
 __all__ = ["LSTM"]
 
@@ -62,17 +62,12 @@ class LSTM(Module):
         return p[f"weight_ih_l{l}"], p[f"weight_hh_l{l}"], p.get(f"bias_l{l}")
 
     def forward(self, x, hx=None):
-        x = np.asarray(x)
+        x = as_input(x, self.dtype, "LSTM")
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"fastdl.nn.LSTM: x has shape {x.shape}, expected (batch, seq, "
                              f"{self.input_size})")
-        if x.dtype.kind not in "fiub":
-            raise TypeError(f"fastdl.nn.LSTM: x has dtype {x.dtype}, expected a real array")
         B, T, H, NL = x.shape[0], x.shape[1], self.hidden_size, self.num_layers
-        dt = np.result_type(x.dtype if x.dtype.kind == "f" else np.float64, self.dtype)
-        if dt not in (np.float32, np.float64):
-            raise TypeError(f"fastdl.nn.LSTM: x has dtype {x.dtype}, expected float32 or "
-                            "float64")
+        dt = self.dtype
         state_shape = (NL, B, H)
         if hx is None:
             h0 = np.zeros(state_shape, dt)
@@ -95,16 +90,14 @@ class LSTM(Module):
         cn = np.empty(state_shape, dt)
         for l in range(NL):
             w_ih, w_hh, b = self._layer(l)
-            G = fastdl.linear(inp, w_ih.astype(dt, copy=False),
-                              None if b is None else b.astype(dt, copy=False))
+            G = fastdl.linear(inp, w_ih, b)
             if G.ndim != 3 or not G.flags.c_contiguous:
                 G = np.ascontiguousarray(G.reshape(B, T, 4 * H))
             hs = np.empty((B, T, H), dt)
             cs = np.empty((B, T, H), dt)
             h, c = h0[l], c0[l]
-            whh = w_hh.astype(dt, copy=False)
             for t in range(T):
-                _add_matmul(h, whh, G[:, t])
+                _add_matmul(h, w_hh, G[:, t])
                 _forward_rows(G[:, t], c, hs[:, t], cs[:, t])
                 h, c = hs[:, t], cs[:, t]
             hn[l] = h
@@ -135,7 +128,7 @@ class LSTM(Module):
         for l in range(NL - 1, -1, -1):
             inp, G, hs, cs = caches[l]
             w_ih, w_hh, b = self._layer(l)
-            whh_t = w_hh.astype(dt, copy=False).T
+            whh_t = w_hh.T
             dG = G.copy()  # the activated gates become d(gates) in place; the cache stays
             dh = np.zeros((B, H), dt) if dh_n is None else dh_n[l]
             dc = np.zeros((B, H), dt) if dc_n is None else dc_n[l]
@@ -148,7 +141,7 @@ class LSTM(Module):
                 dc = dc_prev
             dh0[l] = dh
             dc0[l] = dc
-            dx, dw_ih, db = fastdl.linear_backward(dG, inp, w_ih.astype(dt, copy=False),
+            dx, dw_ih, db = fastdl.linear_backward(dG, inp, w_ih,
                                                    need_bias=b is not None)
             if T:
                 h_prev = np.concatenate([h0[l][:, None, :], hs[:, :T - 1]], axis=1)
