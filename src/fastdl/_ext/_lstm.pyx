@@ -17,7 +17,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 
 from fastdl._ext._blas cimport Mat, blas_layout, check_blas_dims, gemm_batched
-from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum,
+from fastdl._ext._common cimport (as_float_array, as_typenum,
                                   current_threads, dtype_code, shape_of)
 from fastdl._ext._linalg import linear, linear_backward
 
