@@ -115,15 +115,25 @@ static inline void fdl_sgemm_avx2(int a, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, 
 #endif
 
 
+/* Floats of scratch fdl_sgemm needs for a partial last panel. */
+static inline ptrdiff_t fdl_sgemm_scratch(ptrdiff_t M, ptrdiff_t K) { return 32 * (K + M); }
+
 /* C = alpha A B (accumulate = 0) or C += alpha A B, any N: whole 32-column panels in place,
-   the last partial panel through a zero-padded copy of B's columns and a 32-wide C block.
-   Returns 0, or -1 if the scratch of a partial panel could not be allocated (C untouched in
-   that panel). level: fdl_sgemm_level(). */
+   the last partial panel through a zero-padded copy of B's columns and a 32-wide C block in
+   `scratch` (fdl_sgemm_scratch(M, K) floats; NULL: allocated here). Returns 0, or -1 when
+   that allocation failed (C is then untouched: nothing has been computed). level:
+   fdl_sgemm_level(). */
 static inline int fdl_sgemm(int level, int accumulate, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                     float alpha, const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
-                     float *C, ptrdiff_t ldc)
+                            float alpha, const float *A, ptrdiff_t lda, const float *B,
+                            ptrdiff_t ldb, float *C, ptrdiff_t ldc, float *scratch)
 {
     ptrdiff_t whole = N / 32 * 32, rest = N - whole;
+    float *bp = scratch, *owned = NULL;
+    if (rest != 0 && M != 0 && bp == NULL) {
+        bp = owned = (float *)malloc(sizeof(float) * (size_t)fdl_sgemm_scratch(M, K));
+        if (bp == NULL)
+            return -1;
+    }
     if (whole > 0) {
         if (level == 2)
             fdl_sgemm_avx512(accumulate, M, whole, K, alpha, A, lda, B, ldb, C, ldc);
@@ -132,9 +142,6 @@ static inline int fdl_sgemm(int level, int accumulate, ptrdiff_t M, ptrdiff_t N,
     }
     if (rest == 0 || M == 0)
         return 0;
-    float *bp = (float *)malloc(sizeof(float) * (size_t)(K * 32 + M * 32 + 1));
-    if (bp == NULL)
-        return -1;
     float *cp = bp + K * 32;
     for (ptrdiff_t k = 0; k < K; ++k) {
         memcpy(bp + k * 32, B + k * ldb + whole, (size_t)rest * sizeof(float));
@@ -152,7 +159,7 @@ static inline int fdl_sgemm(int level, int accumulate, ptrdiff_t M, ptrdiff_t N,
         fdl_sgemm_avx2(accumulate, M, 32, K, alpha, A, lda, bp, 32, cp, 32);
     for (ptrdiff_t i = 0; i < M; ++i)
         memcpy(C + i * ldc + whole, cp + i * 32, (size_t)rest * sizeof(float));
-    free(bp);
+    free(owned);
     return 0;
 }
 

@@ -523,7 +523,7 @@ cdef extern from "fastdl/sgemm.h" nogil:
     int fdl_sgemm_level()
     int fdl_sgemm(int level, int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                   float alpha, const float *A, Py_ssize_t lda, const float *B,
-                  Py_ssize_t ldb, float *C, Py_ssize_t ldc)
+                  Py_ssize_t ldb, float *C, Py_ssize_t ldc, float *scratch)
 
 
 def sgemm_kernel_level():
@@ -550,7 +550,7 @@ def sgemm_kernel(a, b, c, float alpha=1.0, bint accumulate=False, int level=0):
     cdef int rc = fdl_sgemm(level, accumulate, a.shape[0], b.shape[1], a.shape[1], alpha,
                             <const float *>addr_a, max(a.strides[0] // 4, 1),
                             <const float *>addr_b, max(b.strides[0] // 4, 1),
-                            <float *>addr_c, max(c.strides[0] // 4, 1))
+                            <float *>addr_c, max(c.strides[0] // 4, 1), NULL)
     if rc != 0:
         raise MemoryError("sgemm_kernel: scratch allocation failed")
     return c
