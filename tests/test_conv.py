@@ -520,3 +520,43 @@ def test_bad_bias_and_dy():
         fastdl.conv2d_backward(dy.astype(np.complex64), x, w, groups=2)
     assert_unchanged(before, x, w, b, dy)
 
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (1, 0)])
+@pytest.mark.parametrize("out_channels", [32, 64])
+def test_float32_kernel_paths_match_reference_and_blas(stride, padding, out_channels, rng):
+    """float32, one group, O a multiple of 32: the forward units and dW run on sgemm.h's
+    kernel; results match the float64 reference and the BLAS route to rounding."""
+    x = rng.standard_normal((3, 5, 11, 9)).astype(np.float32)
+    w = (0.3 * rng.standard_normal((out_channels, 5, 3, 3))).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32)
+    y = fastdl.conv2d(x, w, b, stride, padding)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = (y,) + fastdl.conv2d_backward(dy, x, w, stride, padding, 1, 1)
+    ref = (conv2d_ref(x, w, b, stride, padding),) + conv2d_backward_ref(dy, x, w, stride,
+                                                                         padding)
+    for a, r in zip(got, ref):
+        assert_close(a, r, np.float32, scale=max(1.0, np.abs(r).max()), terms=200)
+    old = _conv.GEMM_KERNEL
+    try:
+        _conv.GEMM_KERNEL = "blas"
+        blas = (fastdl.conv2d(x, w, b, stride, padding),) + fastdl.conv2d_backward(
+            dy, x, w, stride, padding, 1, 1)
+    finally:
+        _conv.GEMM_KERNEL = old
+    for a, r in zip(got, blas):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-4)
+
+
+@requires_openmp
+def test_float32_kernel_paths_thread_counts_bitwise_equal(rng):
+    x = rng.standard_normal((8, 16, 20, 20)).astype(np.float32)
+    w = (0.2 * rng.standard_normal((64, 16, 3, 3))).astype(np.float32)
+    dy = rng.standard_normal((8, 64, 20, 20)).astype(np.float32)
+    out = []
+    for n in (1, 2):
+        with fastdl.threads(n):
+            out.append((fastdl.conv2d(x, w, None, 1, 1),)
+                       + fastdl.conv2d_backward(dy, x, w, 1, 1, 1, 1))
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)

@@ -612,13 +612,26 @@ cdef void _forward_fused(const Lowered *p, const char *w, char *bufs, Py_ssize_t
 
 cdef void _dw_range(const Lowered *p, char *buf, char *slot, Py_ssize_t *off, Py_ssize_t u0,
                     Py_ssize_t u1) noexcept nogil:
-    """slot = sum over units u0..u1-1, in order, of dY_u @ cols_uᵀ (per group)."""
-    cdef Py_ssize_t u, n, oh0, rows, ncols, r, g, G = p.groups, isz = p.isz
+    """slot = sum over units u0..u1-1, in order, of dY_u @ cols_uᵀ (per group); with
+    p.sgemm, slot holds the transpose, sum of cols_u @ dY_uᵀ (K x O), by sgemm.h's kernel
+    on dY_u transposed into the buffer after the columns."""
+    cdef Py_ssize_t u, n, oh0, rows, ncols, r, g, G = p.groups, isz = p.isz, o, j
+    cdef float *dyt
+    cdef const float *dyu
     for u in range(u0, u1):
         _unit(p, u, &n, &oh0, &rows)
         ncols = rows * p.g.Wo
         for r in range(p.K):
             _im2col_item(p, buf, n, oh0, rows, ncols, r)
+        if p.sgemm:
+            dyt = <float *>(buf + p.K * p.R * p.g.Wo * isz)
+            dyu = <const float *>(p.dy + (n * p.O * p.HWo + oh0 * p.g.Wo) * isz)
+            for o in range(p.O):
+                for j in range(ncols):
+                    dyt[j * p.O + o] = dyu[o * p.HWo + j]
+            fdl_sgemm(p.sgemm, u != u0, p.K, p.O, ncols, 1.0, <const float *>buf, ncols,
+                      dyt, p.O, <float *>slot, p.O, NULL)
+            continue
         for g in range(G):
             off[g] = g * p.Og * p.HWo * isz
             off[G + g] = g * p.Kg * ncols * isz
@@ -1118,6 +1131,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     cdef char *wp = <char *>cnp.PyArray_DATA(W)
     cdef char *dxp
     cdef char *dwp = <char *>cnp.PyArray_DATA(DW)
+    cdef char *dwtp
     cdef char *xp
     cdef fdl_conv_geom gm = geo.g
     cdef Py_ssize_t items, n, g, bi, ld, unit_bytes, parts
@@ -1177,6 +1191,12 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     p.dy = dyp
     if _fused_units(&p, _dw_unit_target):
         unit_bytes = geo.K * p.R * geo.g.Wo * isz
+        # float32, one group, O a multiple of 32: dWᵀ = Σ cols·dYᵀ on sgemm.h's kernel (the
+        # BLAS route spent a third of its time packing); dY_u's transpose follows the columns
+        p.sgemm = (_sgemm_level() if dt == DT_FLOAT32 and geo.groups == 1 and geo.O % 32 == 0
+                   else 0)
+        if p.sgemm:
+            unit_bytes = (unit_bytes + p.R * geo.g.Wo * geo.O * isz + 63) // 64 * 64
         # A few parts per processor, taken dynamically, so that a core busy elsewhere
         # delays the whole no more than one part; their number comes from the shape.
         # The partial sums count against the workspace cap too.
@@ -1189,10 +1209,20 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
         slots = np.empty((parts - 1) * geo.O * geo.Kg, dtype=X.dtype)
         check_blas_dims(_mat(dyp, geo.HWo, False), _mat(dwp, geo.Kg, False),
                         _mat(dwp, geo.Kg, False))
-        with nogil:
-            _dw_fused(&p, dwp, <char *>cnp.PyArray_DATA(slots), parts,
-                      <char *>cnp.PyArray_DATA(cols), unit_bytes,
-                      <Py_ssize_t *>cnp.PyArray_DATA(offs), nth)
+        if p.sgemm:
+            dwt = np.empty((geo.Kg, geo.O), dtype=X.dtype)
+            dwtp = <char *>cnp.PyArray_DATA(dwt)
+            with nogil:
+                _dw_fused(&p, dwtp, <char *>cnp.PyArray_DATA(slots),
+                          parts, <char *>cnp.PyArray_DATA(cols), unit_bytes,
+                          <Py_ssize_t *>cnp.PyArray_DATA(offs), nth)
+            DW.reshape(geo.O, geo.Kg)[...] = dwt.T
+            p.sgemm = 0
+        else:
+            with nogil:
+                _dw_fused(&p, dwp, <char *>cnp.PyArray_DATA(slots), parts,
+                          <char *>cnp.PyArray_DATA(cols), unit_bytes,
+                          <Py_ssize_t *>cnp.PyArray_DATA(offs), nth)
         dw_done = True
     cols = offs = slots = None   # the dW buffers go before the dX ones come (the cap)
     if not dx_done and geo.N >= _procs() and geo.K * geo.HWo * isz * _procs() <= _workspace_limit:
