@@ -30,6 +30,10 @@ cdef extern from "fastdl/pool.h" nogil:
                                int64_t *idx, double *buf)
     void fdl_maxpool22_plane_f32(const fdl_pool_geom *g, const float *x, float *y)
     void fdl_maxpool22_plane_f64(const fdl_pool_geom *g, const double *x, double *y)
+    void fdl_maxpool22i_plane_f32(const fdl_pool_geom *g, const float *x, float *y,
+                                  int64_t *idx)
+    void fdl_maxpool22i_plane_f64(const fdl_pool_geom *g, const double *x, double *y,
+                                  int64_t *idx)
     void fdl_maxpool_bwd_plane_f32(Py_ssize_t HW, Py_ssize_t HoWo, const float *dy,
                                    const int64_t *idx, float *dx)
     void fdl_maxpool_bwd_plane_f64(Py_ssize_t HW, Py_ssize_t HoWo, const double *dy,
@@ -93,7 +97,12 @@ cdef void _plane(const PoolJob *j, Py_ssize_t p) noexcept nogil:
         else:
             fdl_avgpool_plane_f64(&j.g, <double *>s, <double *>d, <double *>buf)
     elif j.op == MAX22_FWD:
-        if j.f32:
+        if ix != NULL:
+            if j.f32:
+                fdl_maxpool22i_plane_f32(&j.g, <float *>s, <float *>d, ix)
+            else:
+                fdl_maxpool22i_plane_f64(&j.g, <double *>s, <double *>d, ix)
+        elif j.f32:
             fdl_maxpool22_plane_f32(&j.g, <float *>s, <float *>d)
         else:
             fdl_maxpool22_plane_f64(&j.g, <double *>s, <double *>d)
@@ -305,7 +314,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
     j.f32 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT
     j.op = MAX_FWD
     rowbuf = _row_buffers(&j, oshape[0] * oshape[1], X.dtype)
-    if (I is None and j.g.kh == 2 and j.g.kw == 2 and j.g.sh == 2 and j.g.sw == 2
+    if (j.g.kh == 2 and j.g.kw == 2 and j.g.sh == 2 and j.g.sw == 2
             and j.g.ph == 0 and j.g.pw == 0):
         j.op = MAX22_FWD
     _go(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(X))
