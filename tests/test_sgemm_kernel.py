@@ -26,6 +26,19 @@ def test_matches_float64_product(level, m, n, k, accumulate, rng):
 
 
 @pytest.mark.skipif(not LEVELS, reason="no kernel on this CPU")
+@pytest.mark.parametrize("level", LEVELS, ids=lambda lv: {1: "avx2", 2: "avx512"}[lv])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 3), (9, 45, 20), (16, 64, 7)])
+def test_row_bias_added_at_the_store(level, m, n, k, rng):
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(m).astype(np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    _blas.sgemm_kernel(a, b, c, 2.0, False, level, bias)
+    expected = 2.0 * (a.astype(np.float64) @ b) + bias[:, None]
+    np.testing.assert_allclose(c, expected, rtol=0, atol=1e-4 * (1 + np.abs(expected).max()))
+
+
+@pytest.mark.skipif(not LEVELS, reason="no kernel on this CPU")
 def test_strided_rows_and_untouched_margins(rng):
     big_a = rng.standard_normal((20, 50)).astype(np.float32)
     big_b = rng.standard_normal((40, 90)).astype(np.float32)

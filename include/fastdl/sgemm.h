@@ -1,6 +1,7 @@
 /*
  * A register-blocked float32 GEMM for the small and skinny products where OpenBLAS's packing
- * and edge handling dominate: C = alpha A B, or C += alpha A B, A (M x K, row stride lda),
+ * and edge handling dominate: C = alpha A B (+ a bias per row of C, added as the block is
+ * stored: no separate pass), or C += alpha A B, A (M x K, row stride lda),
  * B (K x N, row stride ldb), C (M x N, row stride ldc), all row-major with unit column stride.
  *
  * Measured on one Zen 4 core (best of 7, shared machine): attention's S = Q K^T tiles
@@ -28,7 +29,7 @@
 #define FDL_SGEMM_AVAILABLE 1
 
 /* one MR x (2 W) block of C: rows i.., columns j.. */
-#define FDL_SGEMM_BLOCK(VT, W, MR, K, A, lda, B, ldb, C, ldc, alpha, accumulate)           \
+#define FDL_SGEMM_BLOCK(VT, W, MR, K, A, lda, B, ldb, C, ldc, alpha, accumulate, rbias)    \
     do {                                                                                   \
         VT acc0_[MR], acc1_[MR];                                                           \
         for (int r_ = 0; r_ < (MR); ++r_) {                                                \
@@ -55,6 +56,9 @@
                 memcpy(&o1_, c_ + (W), sizeof(VT));                                        \
                 c0_ += o0_;                                                                \
                 c1_ += o1_;                                                                \
+            } else if (rbias) {                                                            \
+                c0_ += (rbias)[r_];                                                        \
+                c1_ += (rbias)[r_];                                                        \
             }                                                                              \
             memcpy(c_, &c0_, sizeof(VT));                                                  \
             memcpy(c_ + (W), &c1_, sizeof(VT));                                            \
@@ -66,16 +70,16 @@
         ptrdiff_t i = 0;                                                                   \
         for (; i + (MR) <= M; i += (MR))                                                   \
             FDL_SGEMM_BLOCK(VT, W, MR, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, \
-                            alpha, accumulate);                                            \
+                            alpha, accumulate, rbias ? rbias + i : NULL);                  \
         for (; i < M; ++i)                                                                 \
             FDL_SGEMM_BLOCK(VT, W, 1, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, \
-                            alpha, accumulate);                                            \
+                            alpha, accumulate, rbias ? rbias + i : NULL);                  \
     }
 
 __attribute__((target("avx512f,fma")))
 static void fdl_sgemm_avx512(int accumulate, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                              float alpha, const float *A, ptrdiff_t lda, const float *B,
-                             ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+                             ptrdiff_t ldb, float *C, ptrdiff_t ldc, const float *rbias)
 {
     typedef float v16 __attribute__((vector_size(64)));
     FDL_SGEMM_DRIVER(v16, 16, 8)
@@ -84,7 +88,7 @@ static void fdl_sgemm_avx512(int accumulate, ptrdiff_t M, ptrdiff_t N, ptrdiff_t
 __attribute__((target("avx2,fma")))
 static void fdl_sgemm_avx2(int accumulate, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                            float alpha, const float *A, ptrdiff_t lda, const float *B,
-                           ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+                           ptrdiff_t ldb, float *C, ptrdiff_t ldc, const float *rbias)
 {
     typedef float v8 __attribute__((vector_size(32)));
     FDL_SGEMM_DRIVER(v8, 8, 6)
@@ -104,14 +108,14 @@ static inline int fdl_sgemm_level(void)
 static inline int fdl_sgemm_level(void) { return 0; }
 static inline void fdl_sgemm_avx512(int a, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, float al,
                                     const float *A, ptrdiff_t lda, const float *B,
-                                    ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+                                    ptrdiff_t ldb, float *C, ptrdiff_t ldc, const float *rb)
 { (void)a; (void)M; (void)N; (void)K; (void)al; (void)A; (void)lda; (void)B; (void)ldb;
-  (void)C; (void)ldc; }
+  (void)C; (void)ldc; (void)rb; }
 static inline void fdl_sgemm_avx2(int a, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, float al,
                                   const float *A, ptrdiff_t lda, const float *B,
-                                  ptrdiff_t ldb, float *C, ptrdiff_t ldc)
+                                  ptrdiff_t ldb, float *C, ptrdiff_t ldc, const float *rb)
 { (void)a; (void)M; (void)N; (void)K; (void)al; (void)A; (void)lda; (void)B; (void)ldb;
-  (void)C; (void)ldc; }
+  (void)C; (void)ldc; (void)rb; }
 #endif
 
 
@@ -125,7 +129,8 @@ static inline ptrdiff_t fdl_sgemm_scratch(ptrdiff_t M, ptrdiff_t K) { return 32 
    fdl_sgemm_level(). */
 static inline int fdl_sgemm(int level, int accumulate, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                             float alpha, const float *A, ptrdiff_t lda, const float *B,
-                            ptrdiff_t ldb, float *C, ptrdiff_t ldc, float *scratch)
+                            ptrdiff_t ldb, float *C, ptrdiff_t ldc, const float *rbias,
+                            float *scratch)
 {
     ptrdiff_t whole = N / 32 * 32, rest = N - whole;
     float *bp = scratch, *owned = NULL;
@@ -136,9 +141,9 @@ static inline int fdl_sgemm(int level, int accumulate, ptrdiff_t M, ptrdiff_t N,
     }
     if (whole > 0) {
         if (level == 2)
-            fdl_sgemm_avx512(accumulate, M, whole, K, alpha, A, lda, B, ldb, C, ldc);
+            fdl_sgemm_avx512(accumulate, M, whole, K, alpha, A, lda, B, ldb, C, ldc, rbias);
         else
-            fdl_sgemm_avx2(accumulate, M, whole, K, alpha, A, lda, B, ldb, C, ldc);
+            fdl_sgemm_avx2(accumulate, M, whole, K, alpha, A, lda, B, ldb, C, ldc, rbias);
     }
     if (rest == 0 || M == 0)
         return 0;
@@ -154,9 +159,9 @@ static inline int fdl_sgemm(int level, int accumulate, ptrdiff_t M, ptrdiff_t N,
                (size_t)(accumulate ? 32 - rest : 32) * sizeof(float));
     }
     if (level == 2)
-        fdl_sgemm_avx512(accumulate, M, 32, K, alpha, A, lda, bp, 32, cp, 32);
+        fdl_sgemm_avx512(accumulate, M, 32, K, alpha, A, lda, bp, 32, cp, 32, rbias);
     else
-        fdl_sgemm_avx2(accumulate, M, 32, K, alpha, A, lda, bp, 32, cp, 32);
+        fdl_sgemm_avx2(accumulate, M, 32, K, alpha, A, lda, bp, 32, cp, 32, rbias);
     for (ptrdiff_t i = 0; i < M; ++i)
         memcpy(C + i * ldc + whole, cp + i * 32, (size_t)rest * sizeof(float));
     free(owned);

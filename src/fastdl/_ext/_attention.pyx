@@ -69,10 +69,10 @@ cdef extern from "fastdl/attention_gemm.h" nogil:
     int fdl_sgemm_level()
     void fdl_sgemm_avx512(int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                           float alpha, const float *A, Py_ssize_t lda, const float *B,
-                          Py_ssize_t ldb, float *C, Py_ssize_t ldc)
+                          Py_ssize_t ldb, float *C, Py_ssize_t ldc, const float *rbias)
     void fdl_sgemm_avx2(int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                         float alpha, const float *A, Py_ssize_t lda, const float *B,
-                        Py_ssize_t ldb, float *C, Py_ssize_t ldc)
+                        Py_ssize_t ldb, float *C, Py_ssize_t ldc, const float *rbias)
     void fdl_attn_pack_kt(const float *k, Py_ssize_t ldk, Py_ssize_t n, Py_ssize_t E,
                           float *kt, Py_ssize_t ldt)
     void fdl_attn_pack_v(const float *v, Py_ssize_t ldv, Py_ssize_t n, Py_ssize_t ev,
@@ -267,9 +267,9 @@ cdef inline void _agemm(int level, int accumulate, Py_ssize_t M, Py_ssize_t N, P
                         float alpha, const float *A, Py_ssize_t lda, const float *B,
                         Py_ssize_t ldb, float *C, Py_ssize_t ldc) noexcept nogil:
     if level == 2:
-        fdl_sgemm_avx512(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc)
+        fdl_sgemm_avx512(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc, NULL)
     else:
-        fdl_sgemm_avx2(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc)
+        fdl_sgemm_avx2(accumulate, M, N, K, alpha, A, lda, B, ldb, C, ldc, NULL)
 
 
 cdef void _forward_item_kernel(const Problem *p, Py_ssize_t item, char *scratch) noexcept nogil:

@@ -523,7 +523,8 @@ cdef extern from "fastdl/sgemm.h" nogil:
     int fdl_sgemm_level()
     int fdl_sgemm(int level, int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                   float alpha, const float *A, Py_ssize_t lda, const float *B,
-                  Py_ssize_t ldb, float *C, Py_ssize_t ldc, float *scratch)
+                  Py_ssize_t ldb, float *C, Py_ssize_t ldc, const float *rbias,
+                  float *scratch)
 
 
 def sgemm_kernel_level():
@@ -531,9 +532,9 @@ def sgemm_kernel_level():
     return fdl_sgemm_level()
 
 
-def sgemm_kernel(a, b, c, float alpha=1.0, bint accumulate=False, int level=0):
-    """c = alpha a @ b (or c += ...) in place with sgemm.h's kernel at `level` (tests only):
-    float32 arrays with unit-stride rows."""
+def sgemm_kernel(a, b, c, float alpha=1.0, bint accumulate=False, int level=0, bias=None):
+    """c = alpha a @ b (+ bias[:, None]) or c += alpha a @ b, in place, with sgemm.h's kernel
+    at `level` (tests only): float32 arrays with unit-stride rows."""
     import numpy as np
     for name, x in (("a", a), ("b", b), ("c", c)):
         if (not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2
@@ -546,11 +547,17 @@ def sgemm_kernel(a, b, c, float alpha=1.0, bint accumulate=False, int level=0):
         raise ValueError(f"sgemm_kernel: level {level} is not available on this CPU")
     if not c.flags.writeable:
         raise ValueError("sgemm_kernel: c is read-only")
+    if bias is not None:
+        bias = np.ascontiguousarray(bias, dtype=np.float32)
+        if bias.shape != (a.shape[0],):
+            raise ValueError(f"sgemm_kernel: bias shape {bias.shape}, expected ({a.shape[0]},)")
     cdef Py_ssize_t addr_a = a.ctypes.data, addr_b = b.ctypes.data, addr_c = c.ctypes.data
+    cdef Py_ssize_t addr_bias = 0 if bias is None else bias.ctypes.data
     cdef int rc = fdl_sgemm(level, accumulate, a.shape[0], b.shape[1], a.shape[1], alpha,
                             <const float *>addr_a, max(a.strides[0] // 4, 1),
                             <const float *>addr_b, max(b.strides[0] // 4, 1),
-                            <float *>addr_c, max(c.strides[0] // 4, 1), NULL)
+                            <float *>addr_c, max(c.strides[0] // 4, 1),
+                            <const float *>addr_bias, NULL)
     if rc != 0:
         raise MemoryError("sgemm_kernel: scratch allocation failed")
     return c

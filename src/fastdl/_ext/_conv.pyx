@@ -82,7 +82,8 @@ cdef extern from "fastdl/sgemm.h" nogil:
     Py_ssize_t fdl_sgemm_scratch(Py_ssize_t M, Py_ssize_t K)
     int fdl_sgemm(int level, int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                   float alpha, const float *A, Py_ssize_t lda, const float *B,
-                  Py_ssize_t ldb, float *C, Py_ssize_t ldc, float *scratch)
+                  Py_ssize_t ldb, float *C, Py_ssize_t ldc, const float *rbias,
+                  float *scratch)
 
 cnp.import_array()
 
@@ -578,7 +579,7 @@ cdef void _fwd_unit(const Lowered *p, const char *w, char *buf, Py_ssize_t *off,
     ncols = rows * p.g.Wo
     for r in range(p.K):
         _im2col_item(p, buf, n, oh0, rows, ncols, r)
-    if p.bias != NULL:
+    if p.bias != NULL and not p.sgemm:
         for o in range(p.O):
             _fill_item(p, n, oh0, rows, o)
     for g in range(G):
@@ -586,12 +587,16 @@ cdef void _fwd_unit(const Lowered *p, const char *w, char *buf, Py_ssize_t *off,
         off[G + g] = g * p.Kg * ncols * isz
         off[2 * G + g] = ((n * p.O + g * p.Og) * p.HWo + oh0 * p.g.Wo) * isz
     if p.sgemm:
-        # one group, float32: sgemm.h's kernel (its partial-panel scratch follows the columns)
+        # one group, float32: sgemm.h's kernel, the bias added as the blocks are stored (no
+        # fill pass); its partial-panel scratch follows the columns
         y0 = p.y + off[2 * G]
-        if fdl_sgemm(p.sgemm, p.bias != NULL, p.O, ncols, p.Kg, 1.0, <const float *>w, p.Kg,
-                     <const float *>buf, ncols, <float *>y0, p.HWo,
+        if fdl_sgemm(p.sgemm, 0, p.O, ncols, p.Kg, 1.0, <const float *>w, p.Kg,
+                     <const float *>buf, ncols, <float *>y0, p.HWo, <const float *>p.bias,
                      <float *>(buf + p.K * p.R * p.g.Wo * isz)) == 0:
             return
+        if p.bias != NULL:
+            for o in range(p.O):
+                _fill_item(p, n, oh0, rows, o)
     gemm_batched(p.dt, G, p.Og, ncols, p.Kg, 1.0, _mat(<char *>w, p.Kg, False), off,
                  _mat(buf, ncols, False), off + G, 1.0 if p.bias != NULL else 0.0,
                  _mat(p.y, p.HWo, False), off + 2 * G, NULL, 1)
@@ -630,7 +635,7 @@ cdef void _dw_range(const Lowered *p, char *buf, char *slot, Py_ssize_t *off, Py
                 for j in range(ncols):
                     dyt[j * p.O + o] = dyu[o * p.HWo + j]
             fdl_sgemm(p.sgemm, u != u0, p.K, p.O, ncols, 1.0, <const float *>buf, ncols,
-                      dyt, p.O, <float *>slot, p.O, NULL)
+                      dyt, p.O, <float *>slot, p.O, NULL, NULL)
             continue
         for g in range(G):
             off[g] = g * p.Og * p.HWo * isz
