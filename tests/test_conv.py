@@ -549,10 +549,11 @@ def test_float32_kernel_paths_match_reference_and_blas(stride, padding, out_chan
 
 
 @requires_openmp
-def test_float32_kernel_paths_thread_counts_bitwise_equal(rng):
-    x = rng.standard_normal((8, 16, 20, 20)).astype(np.float32)
+@pytest.mark.parametrize("width", [20, 32])    # 32: the forward runs as an implicit GEMM
+def test_float32_kernel_paths_thread_counts_bitwise_equal(width, rng):
+    x = rng.standard_normal((8, 16, 20, width)).astype(np.float32)
     w = (0.2 * rng.standard_normal((64, 16, 3, 3))).astype(np.float32)
-    dy = rng.standard_normal((8, 64, 20, 20)).astype(np.float32)
+    dy = rng.standard_normal((8, 64, 20, width)).astype(np.float32)
     out = []
     for n in (1, 2):
         with fastdl.threads(n):
@@ -560,3 +561,37 @@ def test_float32_kernel_paths_thread_counts_bitwise_equal(rng):
                        + fastdl.conv2d_backward(dy, x, w, 1, 1, 1, 1))
     for a, b in zip(*out):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel", ["auto", "avx2"])
+@pytest.mark.parametrize("padding,kernel_size,width", [(1, 3, 32), (0, 3, 34), (2, 5, 64),
+                                                        ("same", 4, 32), (0, 1, 32)])
+@pytest.mark.parametrize("layout_kind", ["C", "strided"])
+def test_implicit_gemm_path(kernel, padding, kernel_size, width, layout_kind, rng):
+    """Stride 1, float32, Wo a multiple of 32: the implicit GEMM (kernel rows read straight
+    from a padded copy of x) gives the lowered path's bits and the reference's values."""
+    if kernel == "avx2" and _blas_level() < 1:
+        pytest.skip("no AVX2")
+    x = rng.standard_normal((3, 4, 6, width)).astype(np.float32)
+    w = (0.3 * rng.standard_normal((16, 4, kernel_size, kernel_size))).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    xl = layout(x, layout_kind)
+    old = _conv.GEMM_KERNEL, _conv.IMPLICIT_GEMM
+    try:
+        _conv.GEMM_KERNEL = kernel
+        for bias in (b, None):
+            _conv.IMPLICIT_GEMM = True
+            y = fastdl.conv2d(xl, w, bias, 1, padding)
+            _conv.IMPLICIT_GEMM = False
+            lowered = fastdl.conv2d(xl, w, bias, 1, padding)
+            assert y.shape[-1] % 32 == 0
+            assert np.array_equal(y, lowered)
+            ref = conv2d_ref(x, w, bias, 1, padding)
+            assert_close(y, ref, np.float32, scale=max(1.0, np.abs(ref).max()), terms=100)
+    finally:
+        _conv.GEMM_KERNEL, _conv.IMPLICIT_GEMM = old
+
+
+def _blas_level():
+    from fastdl._ext import _blas
+    return _blas.sgemm_kernel_level()

@@ -76,6 +76,77 @@
                             alpha, accumulate, rbias ? rbias + i : NULL);                  \
     }
 
+/* The same block with B's rows found through a table: row e is Bb + offs[e] (the implicit
+   GEMM of a stride-1 convolution: row e = (c, i, j) of the lowered input is a run of the
+   zero-padded image, no lowering copy). Always C = alpha A B (+ rbias). */
+#define FDL_SGEMM_BLOCK_IND(VT, W, MR, K, A, lda, Bb, offs, C, ldc, alpha, rbias)          \
+    do {                                                                                   \
+        VT acc0_[MR], acc1_[MR];                                                           \
+        for (int r_ = 0; r_ < (MR); ++r_) {                                                \
+            acc0_[r_] = (VT){0};                                                           \
+            acc1_[r_] = (VT){0};                                                           \
+        }                                                                                  \
+        for (ptrdiff_t e_ = 0; e_ < (K); ++e_) {                                           \
+            const float *b_ = (Bb) + (offs)[e_];                                           \
+            VT b0_, b1_;                                                                   \
+            memcpy(&b0_, b_, sizeof(VT));                                                  \
+            memcpy(&b1_, b_ + (W), sizeof(VT));                                            \
+            for (int r_ = 0; r_ < (MR); ++r_) {                                            \
+                float a_ = (A)[r_ * (lda) + e_];                                           \
+                acc0_[r_] += a_ * b0_;                                                     \
+                acc1_[r_] += a_ * b1_;                                                     \
+            }                                                                              \
+        }                                                                                  \
+        for (int r_ = 0; r_ < (MR); ++r_) {                                                \
+            float *c_ = (C) + r_ * (ldc);                                                  \
+            VT c0_ = (alpha) * acc0_[r_], c1_ = (alpha) * acc1_[r_];                       \
+            if (rbias) {                                                                   \
+                c0_ += (rbias)[r_];                                                        \
+                c1_ += (rbias)[r_];                                                        \
+            }                                                                              \
+            memcpy(c_, &c0_, sizeof(VT));                                                  \
+            memcpy(c_ + (W), &c1_, sizeof(VT));                                            \
+        }                                                                                  \
+    } while (0)
+
+/* y[:, oh, ow0 .. ow0 + 32) for every output row oh and 32-column panel of a stride-1,
+   dilation-1 convolution of one image: A = the weights (M = O rows of K = C kh kw), xp the
+   zero-padded image (rows of Wp), offs[k] the offset of lowered row k in xp; Wo a multiple
+   of 32; y rows of ldc = Ho Wo. */
+#define FDL_SGEMM_IMPLICIT(VT, W, MR)                                                        \
+    for (ptrdiff_t oh = 0; oh < Ho; ++oh)                                                  \
+        for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += 2 * (W)) {                                \
+            const float *bb = xp + oh * Wp + ow0;                                          \
+            float *cc = y + oh * Wo + ow0;                                                 \
+            ptrdiff_t i = 0;                                                               \
+            for (; i + (MR) <= M; i += (MR))                                               \
+                FDL_SGEMM_BLOCK_IND(VT, W, MR, K, A + i * K, K, bb, offs, cc + i * ldc, ldc, \
+                                    1.0f, rbias ? rbias + i : NULL);                       \
+            for (; i < M; ++i)                                                             \
+                FDL_SGEMM_BLOCK_IND(VT, W, 1, K, A + i * K, K, bb, offs, cc + i * ldc, ldc, \
+                                    1.0f, rbias ? rbias + i : NULL);                       \
+        }
+
+__attribute__((target("avx512f,fma")))
+static void fdl_sgemm_implicit_avx512(ptrdiff_t M, ptrdiff_t K, const float *A,
+                                      const float *xp, const ptrdiff_t *offs, ptrdiff_t Wp,
+                                      ptrdiff_t Ho, ptrdiff_t Wo, float *y, ptrdiff_t ldc,
+                                      const float *rbias)
+{
+    typedef float v16 __attribute__((vector_size(64)));
+    FDL_SGEMM_IMPLICIT(v16, 16, 8)
+}
+
+__attribute__((target("avx2,fma")))
+static void fdl_sgemm_implicit_avx2(ptrdiff_t M, ptrdiff_t K, const float *A,
+                                    const float *xp, const ptrdiff_t *offs, ptrdiff_t Wp,
+                                    ptrdiff_t Ho, ptrdiff_t Wo, float *y, ptrdiff_t ldc,
+                                    const float *rbias)
+{
+    typedef float v8 __attribute__((vector_size(32)));
+    FDL_SGEMM_IMPLICIT(v8, 8, 6)
+}
+
 __attribute__((target("avx512f,fma")))
 static void fdl_sgemm_avx512(int accumulate, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                              float alpha, const float *A, ptrdiff_t lda, const float *B,
@@ -105,6 +176,18 @@ static inline int fdl_sgemm_level(void)
 
 #else
 #define FDL_SGEMM_AVAILABLE 0
+static inline void fdl_sgemm_implicit_avx512(ptrdiff_t M, ptrdiff_t K, const float *A,
+                                             const float *xp, const ptrdiff_t *offs,
+                                             ptrdiff_t Wp, ptrdiff_t Ho, ptrdiff_t Wo,
+                                             float *y, ptrdiff_t ldc, const float *rbias)
+{ (void)M; (void)K; (void)A; (void)xp; (void)offs; (void)Wp; (void)Ho; (void)Wo; (void)y;
+  (void)ldc; (void)rbias; }
+static inline void fdl_sgemm_implicit_avx2(ptrdiff_t M, ptrdiff_t K, const float *A,
+                                           const float *xp, const ptrdiff_t *offs,
+                                           ptrdiff_t Wp, ptrdiff_t Ho, ptrdiff_t Wo,
+                                           float *y, ptrdiff_t ldc, const float *rbias)
+{ (void)M; (void)K; (void)A; (void)xp; (void)offs; (void)Wp; (void)Ho; (void)Wo; (void)y;
+  (void)ldc; (void)rbias; }
 static inline int fdl_sgemm_level(void) { return 0; }
 static inline void fdl_sgemm_avx512(int a, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, float al,
                                     const float *A, ptrdiff_t lda, const float *B,

@@ -42,6 +42,7 @@ import operator
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy, memset
 
 from fastdl._ext._blas cimport Mat, DT_FLOAT32, gemm_batched, check_blas_dims
 from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum, dtype_code,
@@ -80,6 +81,14 @@ cdef extern from "fastdl/conv.h" nogil:
 cdef extern from "fastdl/sgemm.h" nogil:
     int fdl_sgemm_level()
     Py_ssize_t fdl_sgemm_scratch(Py_ssize_t M, Py_ssize_t K)
+    void fdl_sgemm_implicit_avx512(Py_ssize_t M, Py_ssize_t K, const float *A,
+                                   const float *xp, const Py_ssize_t *offs, Py_ssize_t Wp,
+                                   Py_ssize_t Ho, Py_ssize_t Wo, float *y, Py_ssize_t ldc,
+                                   const float *rbias)
+    void fdl_sgemm_implicit_avx2(Py_ssize_t M, Py_ssize_t K, const float *A,
+                                 const float *xp, const Py_ssize_t *offs, Py_ssize_t Wp,
+                                 Py_ssize_t Ho, Py_ssize_t Wo, float *y, Py_ssize_t ldc,
+                                 const float *rbias)
     int fdl_sgemm(int level, int accumulate, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                   float alpha, const float *A, Py_ssize_t lda, const float *B,
                   Py_ssize_t ldb, float *C, Py_ssize_t ldc, const float *rbias,
@@ -113,6 +122,9 @@ cdef Py_ssize_t _direct_max_cg = 2
 # forces gemm_batched (tests, comparisons).
 GEMM_KERNEL = "auto"
 cdef int _CPU_SGEMM = fdl_sgemm_level()
+# Stride-1 float32 convolutions with Wo a multiple of 32 run as an implicit GEMM on that
+# kernel (no lowering buffer); False forces the lowered path (tests, comparisons).
+IMPLICIT_GEMM = True
 
 
 cdef int _sgemm_level() except -1:
@@ -120,8 +132,10 @@ cdef int _sgemm_level() except -1:
         return _CPU_SGEMM
     if GEMM_KERNEL == "blas":
         return 0
-    raise ValueError(f"fastdl._ext._conv.GEMM_KERNEL must be 'auto' or 'blas', got "
-                     f"{GEMM_KERNEL!r}")
+    if GEMM_KERNEL == "avx2" and _CPU_SGEMM >= 1:
+        return 1
+    raise ValueError(f"fastdl._ext._conv.GEMM_KERNEL must be 'auto', 'blas' or (on a CPU "
+                     f"with AVX2) 'avx2', got {GEMM_KERNEL!r}")
 
 
 def get_workspace_limit():
@@ -602,6 +616,46 @@ cdef void _fwd_unit(const Lowered *p, const char *w, char *buf, Py_ssize_t *off,
                  _mat(p.y, p.HWo, False), off + 2 * G, NULL, 1)
 
 
+cdef void _implicit_image(const Lowered *p, const float *w, float *xp, const Py_ssize_t *offs,
+                          Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t n, int level) noexcept nogil:
+    """One image of a float32, one-group, stride-1, dilation-1 convolution with Wo a multiple
+    of 32, as an implicit GEMM: x[n] copied into a zero-padded plane stack, then sgemm.h's
+    kernel reads each lowered row straight from it (no K x HWo lowering buffer)."""
+    cdef Py_ssize_t c, h, j, W = p.g.W
+    cdef const float *src
+    cdef float *dst
+    memset(xp, 0, p.C * Hp * Wp * 4)
+    for c in range(p.C):
+        for h in range(p.g.H):
+            src = <const float *>p.x + n * p.sxn + c * p.sxc + h * p.sxh
+            dst = xp + (c * Hp + p.g.pt + h) * Wp + p.g.pl
+            if p.sxw == 1:
+                memcpy(dst, src, W * 4)
+            else:
+                for j in range(W):
+                    dst[j] = src[j * p.sxw]
+    if level == 2:
+        fdl_sgemm_implicit_avx512(p.O, p.K, w, xp, offs, Wp, p.g.Ho, p.g.Wo,
+                                  <float *>p.y + n * p.O * p.HWo, p.HWo, <const float *>p.bias)
+    else:
+        fdl_sgemm_implicit_avx2(p.O, p.K, w, xp, offs, Wp, p.g.Ho, p.g.Wo,
+                                <float *>p.y + n * p.O * p.HWo, p.HWo, <const float *>p.bias)
+
+
+cdef void _forward_implicit(const Lowered *p, const float *w, float *bufs, Py_ssize_t plane,
+                            const Py_ssize_t *offs, Py_ssize_t Hp, Py_ssize_t Wp, int level,
+                            int nthreads) noexcept nogil:
+    cdef Py_ssize_t n
+    cdef int t
+    if nthreads <= 1:
+        for n in range(p.N):
+            _implicit_image(p, w, bufs, offs, Hp, Wp, n, level)
+    else:
+        for n in prange(p.N, schedule='dynamic', num_threads=nthreads):
+            t = threadid()
+            _implicit_image(p, w, bufs + t * plane, offs, Hp, Wp, n, level)
+
+
 cdef void _forward_fused(const Lowered *p, const char *w, char *bufs, Py_ssize_t buf_bytes,
                          Py_ssize_t *offs, int nthreads) noexcept nogil:
     cdef Py_ssize_t units = p.N * p.upi, u
@@ -931,6 +985,10 @@ cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometr
     cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(W)
     cdef char *bias = <char *>cnp.PyArray_DATA(Bv) if Bv is not None else NULL
     cdef double work = <double>cnp.PyArray_SIZE(Y) * geo.Kg
+    cdef int level, nth_i
+    cdef Py_ssize_t Hp, Wp, plane
+    cdef float *xpbp
+    cdef const Py_ssize_t *koffp
     if work < PARALLEL_MIN_WORK:
         nthreads = 1
     cdef Py_ssize_t items, ld, bi, n, g, unit_bytes, hp, wpad
@@ -1005,9 +1063,27 @@ cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometr
     _init_lowered(&p, geo, X)
     p.bias = bias
     p.y = yp
+    level = _sgemm_level() if dt == DT_FLOAT32 and geo.groups == 1 else 0
+    if (level and IMPLICIT_GEMM and geo.g.sh == 1 and geo.g.sw == 1 and geo.g.dh == 1
+            and geo.g.dw == 1 and geo.g.Wo % 32 == 0 and geo.N >= _procs()):
+        Hp = geo.g.Ho + geo.g.kh - 1
+        Wp = geo.g.Wo + geo.g.kw - 1
+        plane = (geo.C * Hp * Wp + 15) // 16 * 16 + 32   # + slack: a panel reads 32 past ow0
+        if plane * 4 <= _workspace_limit:
+            nth_i = max(1, min(nthreads, _workspace_limit // (plane * 4), geo.N))
+            xpb = np.empty(nth_i * plane, dtype=np.float32)
+            ci, ii, jj = np.meshgrid(np.arange(geo.C), np.arange(geo.g.kh), np.arange(geo.g.kw),
+                                     indexing="ij")
+            koffs = np.ascontiguousarray(((ci * Hp + ii) * Wp + jj).reshape(-1), dtype=np.intp)
+            xpbp = <float *>cnp.PyArray_DATA(xpb)
+            koffp = <const Py_ssize_t *>cnp.PyArray_DATA(koffs)
+            with nogil:
+                _forward_implicit(&p, <const float *>wp, xpbp, plane, koffp, Hp, Wp, level,
+                                  nth_i)
+            return Y
     if _fused_units(&p, _unit_target):
         unit_bytes = geo.K * p.R * geo.g.Wo * isz
-        p.sgemm = _sgemm_level() if dt == DT_FLOAT32 and geo.groups == 1 else 0
+        p.sgemm = level
         if p.sgemm:
             unit_bytes += fdl_sgemm_scratch(geo.O, geo.Kg) * 4
         unit_bytes = (unit_bytes + 63) // 64 * 64
