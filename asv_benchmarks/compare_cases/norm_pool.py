@@ -57,6 +57,8 @@ BN_BWD_RES = {"numpy": "(dx, dg, db)", "fastdl": "(dx, dg, db)", "torch": "(dx, 
 COPY = {"numpy": "np.copyto(out, x)", "fastdl": "np.copyto(out, x)",
         "torch": "t_out.copy_(t_x)"}
 COPY_RES = {"numpy": "out", "fastdl": "out", "torch": "t_out"}
+# the floor of an op that returns a new array: it also pays the first touch of its pages
+COPY_ALLOC = {"numpy": "x.copy()", "fastdl": "x.copy()", "torch": "t_x.clone()"}
 Y_RES = {"numpy": "y", "fastdl": "y", "torch": "y"}
 
 
@@ -132,6 +134,8 @@ def cases(Case):
         size = "x".join(map(str, shape))
         out.append(Case("copy (floor of bn/pool: x in, x out)", size, "float32", _bn_ns(shape),
                         COPY, COPY_RES))
+        out.append(Case("copy, allocating (floor of bn/pool: x in, new y)", size, "float32",
+                        _bn_ns(shape), COPY_ALLOC))
         out.append(Case("batch_norm training forward", size, "float32", _bn_ns(shape),
                         BN_TRAIN, Y_RES))
         out.append(Case("batch_norm inference", size, "float32", _bn_ns(shape), BN_INFER,
