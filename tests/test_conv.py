@@ -595,3 +595,29 @@ def test_implicit_gemm_path(kernel, padding, kernel_size, width, layout_kind, rn
 def _blas_level():
     from fastdl._ext import _blas
     return _blas.sgemm_kernel_level()
+
+
+@pytest.mark.parametrize("shape,wshape,stride,padding", [
+    ((5, 16, 4, 4), (32, 16, 3, 3), 1, 1), ((3, 6, 8, 8), (8, 6, 3, 3), 2, 1),
+    ((7, 3, 5, 7), (9, 3, 2, 2), 1, 0), ((4, 16, 8, 8), (16, 16, 3, 3), 1, 1)])
+@pytest.mark.parametrize("layout_kind", ["C", "negative"])
+def test_small_images_path(shape, wshape, stride, padding, layout_kind, rng):
+    """float32 images of <= 64 output pixels: the columns of several images side by side in
+    one kernel call; the bits of the per-image path, the reference's values."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (0.3 * rng.standard_normal(wshape)).astype(np.float32)
+    b = rng.standard_normal(wshape[0]).astype(np.float32)
+    xl = layout(x, layout_kind)
+    old = _conv.SMALL_IMAGES
+    try:
+        for bias in (b, None):
+            _conv.SMALL_IMAGES = True
+            y = fastdl.conv2d(xl, w, bias, stride, padding)
+            _conv.SMALL_IMAGES = False
+            per_image = fastdl.conv2d(xl, w, bias, stride, padding)
+            assert y.shape[2] * y.shape[3] <= 64
+            assert np.array_equal(y, per_image)
+            ref = conv2d_ref(x, w, bias, stride, padding)
+            assert_close(y, ref, np.float32, scale=max(1.0, np.abs(ref).max()), terms=150)
+    finally:
+        _conv.SMALL_IMAGES = old
