@@ -10,7 +10,7 @@ import pytest
 import fastdl
 from fastdl._ext import _conv
 from conftest import (LAYOUTS, assert_close, assert_unchanged, layout, random_array,
-                      requires_openmp, snapshot)
+                      requires_openmp, snapshot, HAVE_OPENMP)
 from reference_conv import conv2d_backward_ref, conv2d_ref
 
 
@@ -621,3 +621,32 @@ def test_small_images_path(shape, wshape, stride, padding, layout_kind, rng):
             assert_close(y, ref, np.float32, scale=max(1.0, np.abs(ref).max()), terms=150)
     finally:
         _conv.SMALL_IMAGES = old
+
+
+@pytest.mark.parametrize("shape,wshape,stride,padding", [
+    ((5, 16, 4, 4), (32, 16, 3, 3), 1, 1), ((3, 6, 8, 8), (8, 6, 3, 3), 2, 1),
+    ((7, 3, 5, 7), (9, 3, 2, 2), 1, 0)])
+def test_small_images_backward(shape, wshape, stride, padding, rng):
+    """dW of small float32 images: a group of images per kernel call; the reference's values,
+    the per-image route's to rounding, and the same bits for 1 and 2 threads."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (0.3 * rng.standard_normal(wshape)).astype(np.float32)
+    y = fastdl.conv2d(x, w, None, stride, padding)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = fastdl.conv2d_backward(dy, x, w, stride, padding, 1, 1)
+    ref = conv2d_backward_ref(dy, x, w, stride, padding)
+    for a, r in zip(got, ref):
+        assert_close(a, r, np.float32, scale=max(1.0, np.abs(r).max()), terms=300)
+    old = _conv.SMALL_IMAGES
+    try:
+        _conv.SMALL_IMAGES = False
+        per_image = fastdl.conv2d_backward(dy, x, w, stride, padding, 1, 1)
+    finally:
+        _conv.SMALL_IMAGES = old
+    for a, r in zip(got, per_image):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-4)
+    if HAVE_OPENMP:
+        with fastdl.threads(1):
+            one = fastdl.conv2d_backward(dy, x, w, stride, padding, 1, 1)
+        for a, r in zip(got, one):
+            assert np.array_equal(a, r)

@@ -680,6 +680,40 @@ cdef void _forward_small(const Lowered *p, const float *w, float *bufs, Py_ssize
                         p.N * (i + 1) // parts, level)
 
 
+cdef void _dw_small_part(const Lowered *p, float *buf, float *slot, Py_ssize_t n0,
+                         Py_ssize_t n1, int level) noexcept nogil:
+    """dWᵀ (K x O) of images n0..n1-1 of small images: their columns side by side and their
+    dY transposed ((nb*HWo) x O), one kernel call."""
+    cdef Py_ssize_t nb = n1 - n0, ncols = nb * p.HWo, it, b, o, j
+    cdef float *cols = buf
+    cdef float *dyt = buf + p.K * ncols
+    cdef float *scratch = dyt + ncols * p.O
+    cdef const float *dyo
+    for it in range(nb * p.K):
+        _im2col_item(p, <char *>cols, n0, 0, p.g.Ho, ncols, it)
+    for b in range(nb):
+        for o in range(p.O):
+            dyo = <const float *>p.dy + ((n0 + b) * p.O + o) * p.HWo
+            for j in range(p.HWo):
+                dyt[(b * p.HWo + j) * p.O + o] = dyo[j]
+    fdl_sgemm(level, 0, p.K, p.O, ncols, 1.0, cols, ncols, dyt, p.O, slot, p.O, NULL, scratch)
+
+
+cdef void _dw_small(const Lowered *p, float *bufs, Py_ssize_t part_floats, float *slots,
+                    Py_ssize_t parts, int level, int nthreads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int t
+    if nthreads <= 1 or parts <= 1:
+        for i in range(parts):
+            _dw_small_part(p, bufs, slots + i * p.K * p.O, p.N * i // parts,
+                           p.N * (i + 1) // parts, level)
+    else:
+        for i in prange(parts, schedule='static', num_threads=nthreads):
+            t = threadid()
+            _dw_small_part(p, bufs + t * part_floats, slots + i * p.K * p.O,
+                           p.N * i // parts, p.N * (i + 1) // parts, level)
+
+
 cdef void _forward_implicit(const Lowered *p, const float *w, float *bufs, Py_ssize_t plane,
                             const Py_ssize_t *offs, Py_ssize_t Hp, Py_ssize_t Wp, int level,
                             int nthreads) noexcept nogil:
@@ -1266,6 +1300,10 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     cdef char *dwp = <char *>cnp.PyArray_DATA(DW)
     cdef char *dwtp
     cdef char *xp
+    cdef float *xpbp
+    cdef float *slotp
+    cdef int level
+    cdef Py_ssize_t nbmax, part_floats
     cdef fdl_conv_geom gm = geo.g
     cdef Py_ssize_t items, n, g, bi, ld, unit_bytes, parts
     cdef cnp.ndarray offs, cols, dyc, slots
@@ -1322,7 +1360,28 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     X = _strided_ok(X)
     _init_lowered(&p, geo, X)
     p.dy = dyp
-    if _fused_units(&p, _dw_unit_target):
+    level = _sgemm_level() if dt == DT_FLOAT32 and geo.groups == 1 else 0
+    if level and SMALL_IMAGES and geo.HWo <= SMALL_HWO and geo.O >= 8 and not dw_done:
+        # small images: dWᵀ of a group of images in one kernel call, the groups' sums added
+        # in order (groups fixed by the shape and the processor count)
+        parts = min(geo.N, _procs())
+        nbmax = (geo.N + parts - 1) // parts
+        part_floats = ((geo.K + geo.O) * nbmax * geo.HWo
+                       + 32 * (nbmax * geo.HWo + geo.K) + 16)
+        if part_floats * 4 * parts + parts * geo.K * geo.O * 4 <= _workspace_limit:
+            nth = max(1, min(nthreads, parts))
+            xpb = np.empty(nth * part_floats, dtype=np.float32)
+            slots_s = np.empty((parts, geo.K, geo.O), dtype=np.float32)
+            xpbp = <float *>cnp.PyArray_DATA(xpb)
+            slotp = <float *>cnp.PyArray_DATA(slots_s)
+            with nogil:
+                _dw_small(&p, xpbp, part_floats, slotp, parts, level, nth)
+            dwt = slots_s[0]
+            for i in range(1, parts):
+                dwt = dwt + slots_s[i]
+            DW.reshape(geo.O, geo.Kg)[...] = dwt.T
+            dw_done = True
+    if not dw_done and _fused_units(&p, _dw_unit_target):
         unit_bytes = geo.K * p.R * geo.g.Wo * isz
         # float32, one group, O a multiple of 32: dWᵀ = Σ cols·dYᵀ on sgemm.h's kernel (the
         # BLAS route spent a third of its time packing); dY_u's transpose follows the columns
