@@ -28,16 +28,18 @@
 #if FDL_HAVE_DISPATCH
 #define FDL_SGEMM_AVAILABLE 1
 
-/* one MR x (2 W) block of C: rows i.., columns j.. */
-#define FDL_SGEMM_BLOCK(VT, W, MR, K, A, lda, B, ldb, C, ldc, alpha, accumulate, rbias)    \
+/* one MR x (2 W) block of C: rows i.., columns j..; BROW is B's row e_ (an expression of the
+   loop index e_: `B + e_ * ldb` for a plain matrix, `Bb + offs[e_]` for the implicit GEMM
+   of a convolution, whose lowered rows are runs of a zero-padded image) */
+#define FDL_SGEMM_BLOCK(VT, W, MR, K, A, lda, BROW, C, ldc, alpha, accumulate, rbias)      \
     do {                                                                                   \
         VT acc0_[MR], acc1_[MR];                                                           \
         for (int r_ = 0; r_ < (MR); ++r_) {                                                \
             acc0_[r_] = (VT){0};                                                           \
             acc1_[r_] = (VT){0};                                                           \
         }                                                                                  \
-        const float *b_ = (B);                                                             \
-        for (ptrdiff_t e_ = 0; e_ < (K); ++e_, b_ += (ldb)) {                              \
+        for (ptrdiff_t e_ = 0; e_ < (K); ++e_) {                                           \
+            const float *b_ = (BROW);                                                      \
             VT b0_, b1_;                                                                   \
             memcpy(&b0_, b_, sizeof(VT));                                                  \
             memcpy(&b1_, b_ + (W), sizeof(VT));                                            \
@@ -69,45 +71,12 @@
     for (ptrdiff_t j = 0; j < N; j += 2 * (W)) {                                           \
         ptrdiff_t i = 0;                                                                   \
         for (; i + (MR) <= M; i += (MR))                                                   \
-            FDL_SGEMM_BLOCK(VT, W, MR, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, \
-                            alpha, accumulate, rbias ? rbias + i : NULL);                  \
+            FDL_SGEMM_BLOCK(VT, W, MR, K, A + i * lda, lda, B + j + e_ * ldb, C + i * ldc + j, \
+                            ldc, alpha, accumulate, rbias ? rbias + i : NULL);             \
         for (; i < M; ++i)                                                                 \
-            FDL_SGEMM_BLOCK(VT, W, 1, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, \
-                            alpha, accumulate, rbias ? rbias + i : NULL);                  \
+            FDL_SGEMM_BLOCK(VT, W, 1, K, A + i * lda, lda, B + j + e_ * ldb, C + i * ldc + j, \
+                            ldc, alpha, accumulate, rbias ? rbias + i : NULL);             \
     }
-
-/* The same block with B's rows found through a table: row e is Bb + offs[e] (the implicit
-   GEMM of a stride-1 convolution: row e = (c, i, j) of the lowered input is a run of the
-   zero-padded image, no lowering copy). Always C = alpha A B (+ rbias). */
-#define FDL_SGEMM_BLOCK_IND(VT, W, MR, K, A, lda, Bb, offs, C, ldc, alpha, rbias)          \
-    do {                                                                                   \
-        VT acc0_[MR], acc1_[MR];                                                           \
-        for (int r_ = 0; r_ < (MR); ++r_) {                                                \
-            acc0_[r_] = (VT){0};                                                           \
-            acc1_[r_] = (VT){0};                                                           \
-        }                                                                                  \
-        for (ptrdiff_t e_ = 0; e_ < (K); ++e_) {                                           \
-            const float *b_ = (Bb) + (offs)[e_];                                           \
-            VT b0_, b1_;                                                                   \
-            memcpy(&b0_, b_, sizeof(VT));                                                  \
-            memcpy(&b1_, b_ + (W), sizeof(VT));                                            \
-            for (int r_ = 0; r_ < (MR); ++r_) {                                            \
-                float a_ = (A)[r_ * (lda) + e_];                                           \
-                acc0_[r_] += a_ * b0_;                                                     \
-                acc1_[r_] += a_ * b1_;                                                     \
-            }                                                                              \
-        }                                                                                  \
-        for (int r_ = 0; r_ < (MR); ++r_) {                                                \
-            float *c_ = (C) + r_ * (ldc);                                                  \
-            VT c0_ = (alpha) * acc0_[r_], c1_ = (alpha) * acc1_[r_];                       \
-            if (rbias) {                                                                   \
-                c0_ += (rbias)[r_];                                                        \
-                c1_ += (rbias)[r_];                                                        \
-            }                                                                              \
-            memcpy(c_, &c0_, sizeof(VT));                                                  \
-            memcpy(c_ + (W), &c1_, sizeof(VT));                                            \
-        }                                                                                  \
-    } while (0)
 
 /* y[:, oh, ow0 .. ow0 + 32) for every output row oh and 32-column panel of a stride-1,
    dilation-1 convolution of one image: A = the weights (M = O rows of K = C kh kw), xp the
@@ -120,11 +89,11 @@
             float *cc = y + oh * Wo + ow0;                                                 \
             ptrdiff_t i = 0;                                                               \
             for (; i + (MR) <= M; i += (MR))                                               \
-                FDL_SGEMM_BLOCK_IND(VT, W, MR, K, A + i * K, K, bb, offs, cc + i * ldc, ldc, \
-                                    1.0f, rbias ? rbias + i : NULL);                       \
+                FDL_SGEMM_BLOCK(VT, W, MR, K, A + i * K, K, bb + offs[e_], cc + i * ldc, ldc, \
+                                1.0f, 0, rbias ? rbias + i : NULL);                        \
             for (; i < M; ++i)                                                             \
-                FDL_SGEMM_BLOCK_IND(VT, W, 1, K, A + i * K, K, bb, offs, cc + i * ldc, ldc, \
-                                    1.0f, rbias ? rbias + i : NULL);                       \
+                FDL_SGEMM_BLOCK(VT, W, 1, K, A + i * K, K, bb + offs[e_], cc + i * ldc, ldc, \
+                                1.0f, 0, rbias ? rbias + i : NULL);                        \
         }
 
 __attribute__((target("avx512f,fma")))
