@@ -73,7 +73,7 @@ def config():
         "simd_level": build["simd_level"],
         "simd_dispatch": ("runtime (GCC target_clones: x86-64-v4 / v3 / baseline)"
                           if build["simd_dispatch"] else "none (single build)"),
-        "cuda": "available" if cuda.is_available() else "not available",
+        "cuda": cuda.info(),
     }
 
 

@@ -13,3 +13,12 @@ cdef int normalize_axis(object axis, int ndim, str func) except -1
 cdef inline tuple shape_of(cnp.ndarray a):
     # cnp.ndarray.shape is a C pointer in Cython; this is the Python tuple.
     return (<object>a).shape
+
+
+# GPU dispatch: a CPU entry point whose first array argument is a CUDA device array hands the
+# whole call to its twin in fastdl._ext._cuda (same name, same signature). NumPy arrays pay
+# one type check.
+cdef inline bint on_device(object x):
+    return type(x) is not cnp.ndarray and hasattr(x, "__cuda_array_interface__")
+
+cdef object gpu_call(str name, tuple args, dict kwargs)

@@ -125,3 +125,18 @@ cdef int normalize_axis(object axis, int ndim, str func) except -1:
         raise ValueError(f"fastdl.{func}: axis {axis} is out of bounds for an array of "
                          f"dimension {ndim}")
     return <int>(a + ndim if a < 0 else a)
+
+
+cdef object gpu_call(str name, tuple args, dict kwargs):
+    try:
+        from fastdl._ext import _cuda
+    except ImportError:
+        raise RuntimeError(
+            f"fastdl.{name}: got a CUDA device array, but this build of fastdl has no CUDA "
+            f"extension (rebuild with FASTDL_CUDA=1 and the CUDA toolkit), or pass NumPy "
+            f"arrays") from None
+    fn = getattr(_cuda, name, None)
+    if fn is None:
+        raise TypeError(f"fastdl.{name} has no GPU implementation: copy the arrays to the host "
+                        f"(NumPy) first")
+    return fn(*args, **kwargs)

@@ -1,0 +1,1 @@
+# attention: GPU functions (to be written)

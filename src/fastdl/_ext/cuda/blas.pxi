@@ -1,0 +1,1 @@
+# blas: GPU functions (to be written)

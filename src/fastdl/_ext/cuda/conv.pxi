@@ -1,0 +1,1 @@
+# conv: GPU functions (to be written)

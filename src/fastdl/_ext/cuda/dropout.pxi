@@ -1,0 +1,1 @@
+# dropout: GPU functions (to be written)

@@ -1,0 +1,1 @@
+# elementwise: GPU functions (to be written)

@@ -1,0 +1,1 @@
+# norm: GPU functions (to be written)

@@ -1,0 +1,1 @@
+# optim: GPU functions (to be written)

@@ -1,0 +1,1 @@
+# softmax_losses: GPU functions (to be written)
