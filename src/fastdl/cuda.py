@@ -13,7 +13,7 @@ except ImportError:  # a CPU-only build
     _cuda = None
 
 __all__ = ["is_built", "is_available", "device_count", "device_info", "to_device", "to_host",
-           "DeviceArray", "info"]
+           "DeviceArray", "info", "synchronize"]
 
 
 def is_built():
@@ -53,6 +53,12 @@ def to_host(array):
     """Copy any CUDA device array to a new NumPy array (waits for its stream)."""
     _require_built("to_host")
     return _cuda.to_host(array)
+
+
+def synchronize():
+    """Wait for all work queued on the current device (RuntimeError without one)."""
+    _require_built("synchronize")
+    _cuda.synchronize()
 
 
 def info():

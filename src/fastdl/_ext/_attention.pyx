@@ -36,6 +36,7 @@ from libc.string cimport memset
 
 from fastdl._ext._blas cimport (Mat, DT_FLOAT32, DT_FLOAT64, gemm_batched, blas_pin_serial,
                                 blas_unpin_serial)
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport as_float_array, as_typenum, current_threads
 
 cdef extern from "fastdl/attention.h" nogil:
@@ -598,6 +599,8 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
     zeros. Returns (..., L, Ev), and with ``return_lse=True`` also the row log-sum-exp
     (..., L) of the scaled, masked scores (-inf for a fully masked row) for the backward.
     """
+    if on_device(q):
+        return gpu_call("scaled_dot_product_attention", (), {"q": q, "k": k, "v": v, "attn_mask": attn_mask, "is_causal": is_causal, "scale": scale, "return_lse": return_lse})
     func = "scaled_dot_product_attention"
     cdef Problem p
     q, k, v, batch, typenum = _inputs(q, k, v, func)
@@ -685,6 +688,8 @@ def scaled_dot_product_attention_backward(dout, q, k, v, out, lse, attn_mask=Non
     """(dq, dk, dv) of scaled_dot_product_attention, from its output and ``lse``
     (``return_lse=True``), recomputing the probabilities blockwise. The mask, is_causal and
     scale must be those of the forward call."""
+    if on_device(dout):
+        return gpu_call("scaled_dot_product_attention_backward", (), {"dout": dout, "q": q, "k": k, "v": v, "out": out, "lse": lse, "attn_mask": attn_mask, "is_causal": is_causal, "scale": scale})
     func = "scaled_dot_product_attention_backward"
     cdef Problem p
     q, k, v, batch, typenum = _inputs(q, k, v, func)

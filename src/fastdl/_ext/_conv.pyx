@@ -45,6 +45,7 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
 from fastdl._ext._blas cimport Mat, DT_FLOAT32, gemm_batched, check_blas_dims
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum, dtype_code,
                                   current_threads, shape_of)
 
@@ -1215,6 +1216,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     non-positive stride/dilation/groups, negative padding, or a kernel larger than the
     padded input.
     """
+    if on_device(x):
+        return gpu_call("conv2d", (), {"x": x, "w": w, "b": b, "stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
     cdef cnp.ndarray X = as_float_array(x, "conv2d", "x")
     cdef cnp.ndarray W = as_float_array(w, "conv2d", "w")
     cdef cnp.ndarray Bv = None
@@ -1270,6 +1273,8 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
     when ``need_bias`` is false. ``dy`` must have the output shape of that convolution.
     The hyper-parameters and errors are those of ``conv2d``.
     """
+    if on_device(dy):
+        return gpu_call("conv2d_backward", (), {"dy": dy, "x": x, "w": w, "stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "need_bias": need_bias})
     cdef cnp.ndarray DY = as_float_array(dy, "conv2d_backward", "dy")
     cdef cnp.ndarray X = as_float_array(x, "conv2d_backward", "x")
     cdef cnp.ndarray W = as_float_array(w, "conv2d_backward", "w")

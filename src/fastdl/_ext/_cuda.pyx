@@ -36,6 +36,7 @@ cdef extern from "api.h" nogil:
     int fdl_cuda_free(void *p, void *stream)
     int fdl_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind, void *stream)
     int fdl_cuda_stream_sync(void *stream)
+    int fdl_cuda_device_sync()
     int fdl_cuda_memset(void *dst, int value, size_t nbytes, void *stream)
     int fdl_cuda_strided_copy(void *dst, const void *src, int ndim, const int64_t *shape,
                               const int64_t *strides_bytes, int itemsize, void *stream)
@@ -84,6 +85,12 @@ cdef int require_device(str func) except -1:
         raise RuntimeError(f"fastdl.{func}: no CUDA device is available{why}; pass NumPy "
                            f"arrays to run on the CPU")
     return 0
+
+
+def synchronize():
+    """Wait for all work queued on the current device."""
+    require_device("cuda.synchronize")
+    check(fdl_cuda_device_sync(), "cuda.synchronize")
 
 
 def versions():

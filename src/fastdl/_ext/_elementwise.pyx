@@ -17,6 +17,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 
 from fastdl._ext._blas cimport DT_FLOAT32
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum, check_out,
                                   may_overlap, dtype_code, current_threads, shape_of)
 
@@ -365,33 +366,45 @@ cdef int _gelu_op(object approximate, int exact, int tanh_form, str func) except
 
 def relu(x, *, out=None):
     """ReLU, ``max(x, 0)``, elementwise (NaN propagates, as ``np.maximum(x, 0)``)."""
+    if on_device(x):
+        return gpu_call("relu", (), {"x": x, "out": out})
     return _unary(FDL_RELU, x, out, 0.0, "relu")
 
 
 def leaky_relu(x, alpha=0.01, *, out=None):
     """Leaky ReLU, ``x if x > 0 else alpha * x`` (= the cheat sheet's ``max(alpha x, x)`` for
     0 <= alpha <= 1, and PyTorch's definition for any alpha). NaN alpha raises ValueError."""
+    if on_device(x):
+        return gpu_call("leaky_relu", (), {"x": x, "alpha": alpha, "out": out})
     return _unary(FDL_LEAKY_RELU, x, out, _alpha(alpha, "leaky_relu"), "leaky_relu")
 
 
 def sigmoid(x, *, out=None):
     """Logistic sigmoid ``1 / (1 + exp(-x))``, computed without overflow for any finite x."""
+    if on_device(x):
+        return gpu_call("sigmoid", (), {"x": x, "out": out})
     return _unary(FDL_SIGMOID, x, out, 0.0, "sigmoid")
 
 
 def tanh(x, *, out=None):
     """Hyperbolic tangent, elementwise."""
+    if on_device(x):
+        return gpu_call("tanh", (), {"x": x, "out": out})
     return _unary(FDL_TANH, x, out, 0.0, "tanh")
 
 
 def gelu(x, approximate="none", *, out=None):
     """GELU: ``x * Phi(x)`` with ``approximate='none'`` (erf form) or the tanh approximation
     ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``; +inf gives +inf and -inf gives 0."""
+    if on_device(x):
+        return gpu_call("gelu", (), {"x": x, "approximate": approximate, "out": out})
     return _unary(_gelu_op(approximate, FDL_GELU, FDL_GELU_TANH, "gelu"), x, out, 0.0, "gelu")
 
 
 def silu(x, *, out=None):
     """SiLU (swish), ``x * sigmoid(x)``; +inf gives +inf and -inf gives 0."""
+    if on_device(x):
+        return gpu_call("silu", (), {"x": x, "out": out})
     return _unary(FDL_SILU, x, out, 0.0, "silu")
 
 
@@ -400,33 +413,45 @@ def silu(x, *, out=None):
 
 def relu_grad(x, *, out=None):
     """ReLU derivative (cheat sheet): 1 where x > 0, else 0."""
+    if on_device(x):
+        return gpu_call("relu_grad", (), {"x": x, "out": out})
     return _unary(FDL_RELU_GRAD, x, out, 0.0, "relu_grad")
 
 
 def leaky_relu_grad(x, alpha=0.01, *, out=None):
     """Leaky ReLU derivative (cheat sheet): 1 where x > 0, else alpha."""
+    if on_device(x):
+        return gpu_call("leaky_relu_grad", (), {"x": x, "alpha": alpha, "out": out})
     return _unary(FDL_LEAKY_RELU_GRAD, x, out, _alpha(alpha, "leaky_relu_grad"),
                   "leaky_relu_grad")
 
 
 def sigmoid_grad(x, *, out=None):
     """Sigmoid derivative (cheat sheet): ``f(x) (1 - f(x))``, from the input x."""
+    if on_device(x):
+        return gpu_call("sigmoid_grad", (), {"x": x, "out": out})
     return _unary(FDL_SIGMOID_GRAD, x, out, 0.0, "sigmoid_grad")
 
 
 def tanh_grad(x, *, out=None):
     """Tanh derivative (cheat sheet): ``1 - tanh(x)^2``, from the input x."""
+    if on_device(x):
+        return gpu_call("tanh_grad", (), {"x": x, "out": out})
     return _unary(FDL_TANH_GRAD, x, out, 0.0, "tanh_grad")
 
 
 def gelu_grad(x, approximate="none", *, out=None):
     """GELU derivative ``Phi(x) + x phi(x)`` (or of the tanh form); 1 at +inf, 0 at -inf."""
+    if on_device(x):
+        return gpu_call("gelu_grad", (), {"x": x, "approximate": approximate, "out": out})
     return _unary(_gelu_op(approximate, FDL_GELU_GRAD, FDL_GELU_TANH_GRAD, "gelu_grad"), x,
                   out, 0.0, "gelu_grad")
 
 
 def silu_grad(x, *, out=None):
     """SiLU derivative ``s (1 + x (1 - s))`` with s = sigmoid(x); 1 at +inf, 0 at -inf."""
+    if on_device(x):
+        return gpu_call("silu_grad", (), {"x": x, "out": out})
     return _unary(FDL_SILU_GRAD, x, out, 0.0, "silu_grad")
 
 
@@ -435,33 +460,45 @@ def silu_grad(x, *, out=None):
 
 def relu_backward(dy, x, *, out=None):
     """``dy * relu_grad(x)`` in one pass."""
+    if on_device(dy):
+        return gpu_call("relu_backward", (), {"dy": dy, "x": x, "out": out})
     return _binary(FDL_RELU_BW, dy, x, out, 0.0, "relu_backward", "dy", "x", False)
 
 
 def leaky_relu_backward(dy, x, alpha=0.01, *, out=None):
     """``dy * leaky_relu_grad(x, alpha)`` in one pass."""
+    if on_device(dy):
+        return gpu_call("leaky_relu_backward", (), {"dy": dy, "x": x, "alpha": alpha, "out": out})
     return _binary(FDL_LEAKY_RELU_BW, dy, x, out, _alpha(alpha, "leaky_relu_backward"),
                    "leaky_relu_backward", "dy", "x", False)
 
 
 def sigmoid_backward(dy, y, *, out=None):
     """``dy * y * (1 - y)`` where y is the sigmoid output, in one pass."""
+    if on_device(dy):
+        return gpu_call("sigmoid_backward", (), {"dy": dy, "y": y, "out": out})
     return _binary(FDL_SIGMOID_BW, dy, y, out, 0.0, "sigmoid_backward", "dy", "y", False)
 
 
 def tanh_backward(dy, y, *, out=None):
     """``dy * (1 - y^2)`` where y is the tanh output, in one pass."""
+    if on_device(dy):
+        return gpu_call("tanh_backward", (), {"dy": dy, "y": y, "out": out})
     return _binary(FDL_TANH_BW, dy, y, out, 0.0, "tanh_backward", "dy", "y", False)
 
 
 def gelu_backward(dy, x, approximate="none", *, out=None):
     """``dy * gelu_grad(x, approximate)`` in one pass."""
+    if on_device(dy):
+        return gpu_call("gelu_backward", (), {"dy": dy, "x": x, "approximate": approximate, "out": out})
     return _binary(_gelu_op(approximate, FDL_GELU_BW, FDL_GELU_TANH_BW, "gelu_backward"),
                    dy, x, out, 0.0, "gelu_backward", "dy", "x", False)
 
 
 def silu_backward(dy, x, *, out=None):
     """``dy * silu_grad(x)`` in one pass."""
+    if on_device(dy):
+        return gpu_call("silu_backward", (), {"dy": dy, "x": x, "out": out})
     return _binary(FDL_SILU_BW, dy, x, out, 0.0, "silu_backward", "dy", "x", False)
 
 
@@ -470,24 +507,34 @@ def silu_backward(dy, x, *, out=None):
 
 def add(a, b, *, out=None):
     """``a + b`` with NumPy broadcasting; multi-threaded; ``out`` may be ``a`` or ``b``."""
+    if on_device(a):
+        return gpu_call("add", (), {"a": a, "b": b, "out": out})
     return _binary(FDL_ADD, a, b, out, 0.0, "add", "a", "b", True)
 
 
 def subtract(a, b, *, out=None):
     """``a - b`` with NumPy broadcasting."""
+    if on_device(a):
+        return gpu_call("subtract", (), {"a": a, "b": b, "out": out})
     return _binary(FDL_SUBTRACT, a, b, out, 0.0, "subtract", "a", "b", True)
 
 
 def multiply(a, b, *, out=None):
     """``a * b`` with NumPy broadcasting."""
+    if on_device(a):
+        return gpu_call("multiply", (), {"a": a, "b": b, "out": out})
     return _binary(FDL_MULTIPLY, a, b, out, 0.0, "multiply", "a", "b", True)
 
 
 def divide(a, b, *, out=None):
     """``a / b`` with NumPy broadcasting (IEEE: x/0 is +-inf, 0/0 is NaN, no warning)."""
+    if on_device(a):
+        return gpu_call("divide", (), {"a": a, "b": b, "out": out})
     return _binary(FDL_DIVIDE, a, b, out, 0.0, "divide", "a", "b", True)
 
 
 def maximum(a, b, *, out=None):
     """Elementwise maximum with NumPy broadcasting; NaN in either operand gives NaN."""
+    if on_device(a):
+        return gpu_call("maximum", (), {"a": a, "b": b, "out": out})
     return _binary(FDL_MAXIMUM, a, b, out, 0.0, "maximum", "a", "b", True)

@@ -8,6 +8,7 @@ from libc.string cimport memcpy
 
 from fastdl._ext._blas cimport (Mat, DT_FLOAT32, blas_layout, check_blas_dims,
                                 gemm_batched)
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum, check_out,
                                   may_overlap, dtype_code, current_threads,
                                   shape_of)
@@ -119,6 +120,8 @@ def matmul(a, b, *, out=None):
     0-d operands, a core-dimension mismatch, batch shapes that do not broadcast, or an
     ``out`` of the wrong shape. Returns ``out`` when given.
     """
+    if on_device(a):
+        return gpu_call("matmul", (), {"a": a, "b": b, "out": out})
     cdef cnp.ndarray A = as_float_array(a, "matmul", "a")
     cdef cnp.ndarray B = as_float_array(b, "matmul", "b")
     cdef int typenum = common_typenum(A, B)
@@ -310,6 +313,8 @@ def linear(x, w, b=None, *, out=None):
     Raises ``TypeError`` for a non-float/int dtype or a wrong ``out`` dtype and
     ``ValueError`` for mismatched shapes (naming them) or a wrong ``out`` shape.
     """
+    if on_device(x):
+        return gpu_call("linear", (), {"x": x, "w": w, "b": b, "out": out})
     cdef cnp.ndarray X = as_float_array(x, "linear", "x")
     cdef cnp.ndarray W = as_float_array(w, "linear", "w")
     cdef cnp.ndarray Bv = None
@@ -404,6 +409,8 @@ def linear_backward(dy, x, w, *, need_bias=True):
     Raises ``ValueError`` when ``dy`` is not ``shape_of(x)[:-1] + (w.shape[1],)`` or ``x`` and
     ``w`` do not chain, ``TypeError`` for unsupported dtypes.
     """
+    if on_device(dy):
+        return gpu_call("linear_backward", (), {"dy": dy, "x": x, "w": w, "need_bias": need_bias})
     cdef cnp.ndarray dY = as_float_array(dy, "linear_backward", "dy")
     cdef cnp.ndarray X = as_float_array(x, "linear_backward", "x")
     cdef cnp.ndarray W = as_float_array(w, "linear_backward", "w")

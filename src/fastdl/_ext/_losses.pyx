@@ -17,6 +17,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum, normalize_axis,
                                   shape_of)
 from fastdl._ext._softmax cimport (fdl_lanes, fdl_sm_block, fdl_sm_items, prefer_reverse,
@@ -213,6 +214,8 @@ def mse(y_true, y_pred, reduction='mean'):
     naming both otherwise; ``TypeError`` for a non-numeric dtype; ``ValueError`` for an
     unknown reduction.
     """
+    if on_device(y_true):
+        return gpu_call("mse", (), {"y_true": y_true, "y_pred": y_pred, "reduction": reduction})
     cdef int red = _reduction(reduction, "mse")
     T, P = _float_pair(y_true, y_pred, "mse")
     cdef int typenum = cnp.PyArray_TYPE(P)
@@ -230,6 +233,8 @@ def mse_grad(y_true, y_pred, reduction='mean'):
     ``'mean'`` (N = number of elements), ``2 * (y_pred - y_true)`` for ``'sum'`` and
     ``'none'`` (elementwise derivative of each term). Same arguments and errors as ``mse``.
     """
+    if on_device(y_true):
+        return gpu_call("mse_grad", (), {"y_true": y_true, "y_pred": y_pred, "reduction": reduction})
     cdef int red = _reduction(reduction, "mse_grad")
     T, P = _float_pair(y_true, y_pred, "mse_grad")
     cdef Py_ssize_t n = cnp.PyArray_SIZE(P)
@@ -261,6 +266,8 @@ def cross_entropy(y_true, y_pred, reduction='sum'):
     Raises ``ValueError`` for shapes that differ (naming both), 0-d inputs or an unknown
     reduction; ``TypeError`` for a non-numeric dtype.
     """
+    if on_device(y_true):
+        return gpu_call("cross_entropy", (), {"y_true": y_true, "y_pred": y_pred, "reduction": reduction})
     cdef int red = _reduction(reduction, "cross_entropy")
     cdef cnp.ndarray T, P
     T, P = _class_pair(y_true, y_pred, "cross_entropy")
@@ -315,6 +322,8 @@ def cross_entropy_grad(y_true, y_pred, reduction='sum'):
     derivative as ``'sum'``), exactly 0 where ``y_true`` is 0. Same arguments and errors as
     ``cross_entropy``.
     """
+    if on_device(y_true):
+        return gpu_call("cross_entropy_grad", (), {"y_true": y_true, "y_pred": y_pred, "reduction": reduction})
     cdef int red = _reduction(reduction, "cross_entropy_grad")
     cdef cnp.ndarray T, P
     T, P = _class_pair(y_true, y_pred, "cross_entropy_grad")
@@ -387,6 +396,8 @@ def softmax_cross_entropy(logits, target, axis=-1, reduction='mean', label_smoot
     reduction or ``label_smoothing`` (NaN or outside [0, 1]), or ``ignore_index`` with
     probability targets.
     """
+    if on_device(logits):
+        return gpu_call("softmax_cross_entropy", (), {"logits": logits, "target": target, "axis": axis, "reduction": reduction, "label_smoothing": label_smoothing, "ignore_index": ignore_index, "return_grad": return_grad})
     cdef str func = "softmax_cross_entropy"
     cdef int red = _reduction(reduction, func)
     cdef double eps = _label_smoothing(label_smoothing, func)

@@ -19,6 +19,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport sqrt, isnan, NAN
 
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport as_float_array, common_typenum, as_typenum, shape_of
 # (the one thread rule: serial, with no OpenMP region, below 32768 elements)
 from fastdl._ext._softmax cimport thread_count
@@ -446,6 +447,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=True, momentu
     arrays of the result dtype and shape ``(C,)``. An empty batch in training gives an empty
     y, NaN statistics and leaves the running statistics untouched.
     """
+    if on_device(x):
+        return gpu_call("batch_norm", (), {"x": x, "gamma": gamma, "beta": beta, "running_mean": running_mean, "running_var": running_var, "training": training, "momentum": momentum, "eps": eps, "return_stats": return_stats})
     cdef str func = "batch_norm"
     cdef cnp.ndarray X = _bn_input(x, func, "x")
     cdef Py_ssize_t C = cnp.PyArray_DIMS(X)[1]
@@ -534,6 +537,8 @@ def batch_norm_backward(dy, x, gamma, mean, inv_std):
 
     ``ValueError`` when dy and x differ in shape or a statistic is not ``(C,)``.
     """
+    if on_device(dy):
+        return gpu_call("batch_norm_backward", (), {"dy": dy, "x": x, "gamma": gamma, "mean": mean, "inv_std": inv_std})
     cdef str func = "batch_norm_backward"
     cdef cnp.ndarray DY = _bn_input(dy, func, "dy")
     cdef cnp.ndarray X = _bn_input(x, func, "x")
@@ -653,6 +658,8 @@ def layer_norm(x, normalized_shape, gamma=None, beta=None, eps=1e-5, *, return_s
     wrong gamma/beta shapes or a negative/NaN eps; ``TypeError`` for a non-integer
     normalized_shape or a non-float dtype.
     """
+    if on_device(x):
+        return gpu_call("layer_norm", (), {"x": x, "normalized_shape": normalized_shape, "gamma": gamma, "beta": beta, "eps": eps, "return_stats": return_stats})
     cdef str func = "layer_norm"
     cdef cnp.ndarray X = as_float_array(x, func, "x")
     cdef tuple ns = _norm_shape(normalized_shape, shape_of(X), func)
@@ -762,6 +769,8 @@ def layer_norm_backward(dy, x, normalized_shape, gamma, mean, inv_std):
 
     ``ValueError`` for mismatched shapes (naming them).
     """
+    if on_device(dy):
+        return gpu_call("layer_norm_backward", (), {"dy": dy, "x": x, "normalized_shape": normalized_shape, "gamma": gamma, "mean": mean, "inv_std": inv_std})
     cdef str func = "layer_norm_backward"
     cdef cnp.ndarray DY = as_float_array(dy, func, "dy")
     cdef cnp.ndarray X = as_float_array(x, func, "x")

@@ -27,6 +27,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memcmp
 from libc.math cimport pow, sqrt, isnan
 
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport as_float_array, may_overlap, shape_of
 from fastdl._ext._softmax cimport thread_count
 
@@ -631,6 +632,8 @@ def sgd_(w, g, lr, weight_decay=0.0, *, momentum=0.0, buf=None):
 
     w, g (and buf) may be arrays or equal-length lists of arrays (one multi-tensor pass).
     """
+    if on_device(w):
+        return gpu_call("sgd_", (), {"w": w, "g": g, "lr": lr, "weight_decay": weight_decay, "momentum": momentum, "buf": buf})
     cdef fdl_opt_hp h
     _hp_init(&h)
     h.lr = _nonneg(lr, "sgd_", "lr")
@@ -648,6 +651,8 @@ def sgd_(w, g, lr, weight_decay=0.0, *, momentum=0.0, buf=None):
 def momentum_(w, g, v, lr, beta=0.9, weight_decay=0.0):
     """Cheat sheet: v = beta * v - lr * g; w = w + v, in place (g + weight_decay * w for g
     when weight_decay > 0). Arrays or equal-length lists of arrays."""
+    if on_device(w):
+        return gpu_call("momentum_", (), {"w": w, "g": g, "v": v, "lr": lr, "beta": beta, "weight_decay": weight_decay})
     cdef fdl_opt_hp h
     _hp_init(&h)
     h.lr = _nonneg(lr, "momentum_", "lr")
@@ -664,6 +669,8 @@ def adam_(w, g, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay
     weight_decay: added to the gradient as L2 (torch.optim.Adam), or with decoupled=True
     (AdamW) w is first scaled by 1 - lr * weight_decay. Arrays or equal-length lists.
     """
+    if on_device(w):
+        return gpu_call("adam_", (), {"w": w, "g": g, "m": m, "v": v, "t": t, "lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "decoupled": decoupled})
     cdef fdl_opt_hp h
     cdef double vlr = _nonneg(lr, "adam_", "lr")
     cdef double b1 = _beta(beta1, "adam_", "beta1"), b2 = _beta(beta2, "adam_", "beta2")

@@ -20,6 +20,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdint cimport uint32_t, uint64_t
 
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport as_float_array, check_out, current_threads, may_overlap, shape_of
 
 cdef extern from "fastdl/philox.h" nogil:
@@ -403,6 +404,8 @@ def dropout(x, p, training=True, *, seed=None, return_mask=False, return_seed=Fa
     before the last are walked in 64x64 tiles (about 2x the time of a C array); other strided
     layouts are read in C order, with strides.
     """
+    if on_device(x):
+        return gpu_call("dropout", (), {"x": x, "p": p, "training": training, "seed": seed, "return_mask": return_mask, "return_seed": return_seed, "out": out})
     cdef cnp.ndarray X = as_float_array(x, "dropout", "x")
     cdef double pv = _p(p, "dropout")
     cdef bint active = bool(training) and pv > 0.0
@@ -446,6 +449,8 @@ def dropout_backward(dy, mask_or_seed, p, *, out=None):
     identity (``training=False``/``p == 0``; ``return_seed`` gives None there): ``dx = dy``.
     ``p`` must be the forward's.
     """
+    if on_device(dy):
+        return gpu_call("dropout_backward", (), {"dy": dy, "mask_or_seed": mask_or_seed, "p": p, "out": out})
     cdef cnp.ndarray D = as_float_array(dy, "dropout_backward", "dy")
     cdef double pv = _p(p, "dropout_backward")
     cdef cnp.ndarray M = None

@@ -18,6 +18,7 @@ import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
 
+from fastdl._ext._common cimport on_device, gpu_call
 from fastdl._ext._common cimport (as_float_array, common_typenum, as_typenum, check_out,
                                   may_overlap, current_threads, normalize_axis, shape_of)
 
@@ -240,6 +241,8 @@ def softmax(x, axis=-1, *, out=None):
     Raises ``TypeError`` for another dtype or a wrong ``out`` dtype, ``ValueError`` for an
     axis out of range or a wrong ``out`` shape.
     """
+    if on_device(x):
+        return gpu_call("softmax", (), {"x": x, "axis": axis, "out": out})
     return _run(x, None, axis, out, FDL_SOFTMAX, "softmax", "x", "")
 
 
@@ -249,6 +252,8 @@ def log_softmax(x, axis=-1, *, out=None):
     Same arguments, results and errors as ``softmax``; ``-inf`` logits give ``-inf``, a
     lane of all ``-inf`` or with NaN or ``+inf`` gives NaN.
     """
+    if on_device(x):
+        return gpu_call("log_softmax", (), {"x": x, "axis": axis, "out": out})
     return _run(x, None, axis, out, FDL_LOG_SOFTMAX, "log_softmax", "x", "")
 
 
@@ -259,6 +264,8 @@ def softmax_backward(dy, y, axis=-1, *, out=None):
     Returns ``dx`` of that shape, or ``out`` (which may be ``dy`` or ``y``).
     Raises ``ValueError`` for different shapes (naming both) or a bad axis.
     """
+    if on_device(dy):
+        return gpu_call("softmax_backward", (), {"dy": dy, "y": y, "axis": axis, "out": out})
     return _run(dy, y, axis, out, FDL_SOFTMAX_BWD, "softmax_backward", "dy", "y")
 
 
@@ -269,4 +276,6 @@ def log_softmax_backward(dy, y, axis=-1, *, out=None):
     ``dy`` and ``y`` must have the same shape. Returns ``dx``, or ``out`` (which may be
     ``dy`` or ``y``). Raises ``ValueError`` for different shapes (naming both) or a bad axis.
     """
+    if on_device(dy):
+        return gpu_call("log_softmax_backward", (), {"dy": dy, "y": y, "axis": axis, "out": out})
     return _run(dy, y, axis, out, FDL_LOG_SOFTMAX_BWD, "log_softmax_backward", "dy", "y")

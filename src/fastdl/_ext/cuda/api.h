@@ -35,6 +35,7 @@ int fdl_cuda_malloc(void **p, size_t nbytes, void *stream);
 int fdl_cuda_free(void *p, void *stream);
 int fdl_cuda_memcpy(void *dst, const void *src, size_t nbytes, int kind, void *stream);
 int fdl_cuda_stream_sync(void *stream);
+int fdl_cuda_device_sync(void);
 int fdl_cuda_memset(void *dst, int value, size_t nbytes, void *stream);
 /* dst (C-contiguous) = src viewed through shape and byte strides (any sign); itemsize 1..8 */
 int fdl_cuda_strided_copy(void *dst, const void *src, int ndim, const int64_t *shape,

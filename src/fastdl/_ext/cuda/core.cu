@@ -65,6 +65,8 @@ extern "C" int fdl_cuda_stream_sync(void *stream) {
     return (int)cudaStreamSynchronize(FDL_CUDA_STREAM(stream));
 }
 
+extern "C" int fdl_cuda_device_sync(void) { return (int)cudaDeviceSynchronize(); }
+
 extern "C" int fdl_cuda_memset(void *dst, int value, size_t nbytes, void *stream) {
     if (nbytes == 0) return 0;
     return (int)cudaMemsetAsync(dst, value, nbytes, FDL_CUDA_STREAM(stream));
