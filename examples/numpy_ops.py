@@ -31,12 +31,15 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return y + b[:, None, None] if b is not None else np.ascontiguousarray(y)
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need_bias=True):
+def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need_bias=True,
+                    need_input=True):
     assert _pair(dilation) == (1, 1) and groups == 1
     s, p = _pair(stride), _pair(padding)
     kh, kw = w.shape[2:]
     cols = _cols(x, kh, kw, stride, padding)
     dw = np.tensordot(dy, cols, axes=((0, 2, 3), (0, 2, 3)))
+    if not need_input:
+        return None, dw, (dy.sum((0, 2, 3)) if need_bias else None)
     dcols = np.tensordot(dy, w, axes=((1,), (0,)))            # (N, Ho, Wo, C, kh, kw)
     ho, wo = dy.shape[2:]
     dxp = np.zeros(_pad(x, p).shape, x.dtype)

@@ -91,7 +91,7 @@ def train(epochs=15, batch=32, lr=3e-3, seed=0, numpy_ops=False, progress=True, 
             logits = model(xb)
             loss = loss_fn.forward(logits, yb)
             model.zero_grad()
-            model.backward(loss_fn.backward())
+            model.backward(loss_fn.backward(), input_grad=False)
             opt.step(model.gradients())
             total += float(loss) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())

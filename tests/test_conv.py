@@ -599,11 +599,14 @@ def _blas_level():
 
 @pytest.mark.parametrize("shape,wshape,stride,padding", [
     ((5, 16, 4, 4), (32, 16, 3, 3), 1, 1), ((3, 6, 8, 8), (8, 6, 3, 3), 2, 1),
-    ((7, 3, 5, 7), (9, 3, 2, 2), 1, 0), ((4, 16, 8, 8), (16, 16, 3, 3), 1, 1)])
+    ((7, 3, 5, 7), (9, 3, 2, 2), 1, 0), ((4, 16, 8, 8), (16, 16, 3, 3), 1, 1),
+    ((9, 8, 5, 5), (16, 8, 3, 3), 2, 2)])
 @pytest.mark.parametrize("layout_kind", ["C", "negative"])
 def test_small_images_path(shape, wshape, stride, padding, layout_kind, rng):
-    """float32 images of <= 64 output pixels: the columns of several images side by side in
-    one kernel call; the bits of the per-image path, the reference's values."""
+    """float32 images of <= 64 output pixels: several images in one kernel call, channels
+    last when C >= 8 (its sums run over (i, j, c) instead of (c, i, j): the per-image path's
+    values to rounding), NCHW columns otherwise (the per-image path's bits); an image's bits
+    do not depend on the images beside it; the reference's values."""
     x = rng.standard_normal(shape).astype(np.float32)
     w = (0.3 * rng.standard_normal(wshape)).astype(np.float32)
     b = rng.standard_normal(wshape[0]).astype(np.float32)
@@ -616,7 +619,14 @@ def test_small_images_path(shape, wshape, stride, padding, layout_kind, rng):
             _conv.SMALL_IMAGES = False
             per_image = fastdl.conv2d(xl, w, bias, stride, padding)
             assert y.shape[2] * y.shape[3] <= 64
-            assert np.array_equal(y, per_image)
+            if shape[1] >= 8:
+                np.testing.assert_allclose(y, per_image, rtol=1e-5, atol=1e-5)
+            else:
+                assert np.array_equal(y, per_image)
+            _conv.SMALL_IMAGES = True
+            alone = np.concatenate([fastdl.conv2d(xl[i:i + 1], w, bias, stride, padding)
+                                    for i in range(shape[0])])
+            assert np.array_equal(y, alone)
             ref = conv2d_ref(x, w, bias, stride, padding)
             assert_close(y, ref, np.float32, scale=max(1.0, np.abs(ref).max()), terms=150)
     finally:
@@ -625,7 +635,8 @@ def test_small_images_path(shape, wshape, stride, padding, layout_kind, rng):
 
 @pytest.mark.parametrize("shape,wshape,stride,padding", [
     ((5, 16, 4, 4), (32, 16, 3, 3), 1, 1), ((3, 6, 8, 8), (8, 6, 3, 3), 2, 1),
-    ((7, 3, 5, 7), (9, 3, 2, 2), 1, 0)])
+    ((7, 3, 5, 7), (9, 3, 2, 2), 1, 0), ((9, 8, 5, 5), (16, 8, 3, 3), 2, 2),
+    ((6, 12, 7, 6), (24, 12, 2, 3), 1, (1, 0))])
 def test_small_images_backward(shape, wshape, stride, padding, rng):
     """dW of small float32 images: a group of images per kernel call; the reference's values,
     the per-image route's to rounding, and the same bits for 1 and 2 threads."""
@@ -650,3 +661,20 @@ def test_small_images_backward(shape, wshape, stride, padding, rng):
             one = fastdl.conv2d_backward(dy, x, w, stride, padding, 1, 1)
         for a, r in zip(got, one):
             assert np.array_equal(a, r)
+
+
+@pytest.mark.parametrize("shape,wshape,stride,padding", [
+    ((4, 1, 8, 8), (16, 1, 3, 3), 1, 1), ((3, 6, 9, 9), (8, 6, 3, 3), 2, 1),
+    ((2, 4, 6, 6), (8, 4, 1, 1), 1, 0), ((5, 16, 4, 4), (32, 16, 3, 3), 1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_without_the_input_gradient(shape, wshape, stride, padding, dtype, rng):
+    """need_input=False (a first layer): dx is None, dw and db the bits of the full call."""
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(wshape).astype(dtype)
+    dy = rng.standard_normal(fastdl.conv2d(x, w, None, stride, padding).shape).astype(dtype)
+    dx, dw, db = fastdl.conv2d_backward(dy, x, w, stride, padding, need_input=False)
+    full = fastdl.conv2d_backward(dy, x, w, stride, padding)
+    assert dx is None
+    assert np.array_equal(dw, full[1]) and np.array_equal(db, full[2])
+    empty = fastdl.conv2d_backward(dy[:0], x[:0], w, stride, padding, need_input=False)
+    assert empty[0] is None and not empty[1].any()

@@ -316,6 +316,27 @@ def test_network_gradient_finite_differences(rng):
                                    err_msg=name)
 
 
+def test_backward_without_the_input_gradient(rng, dtype):
+    """input_grad=False returns None and leaves every parameter gradient's bits unchanged
+    (the first Conv2d skips dx), also through a nested Sequential."""
+    x = rng.standard_normal((4, 1, 6, 6)).astype(dtype)
+    t = rng.integers(0, 4, 4)
+    lf = nn.CrossEntropyLoss()
+    grads = []
+    for input_grad, nested in ((True, False), (False, False), (False, True)):
+        model = _cnn(dtype)
+        if nested:
+            model = nn.Sequential(model)
+        model.zero_grad()
+        lf(model(x), t)
+        dx = model.backward(lf.backward(), input_grad=input_grad)
+        assert (dx is None) is (not input_grad)
+        grads.append([g.copy() for g in model.gradients()])
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            assert np.array_equal(a, b)
+
+
 def test_sequential_matches_reference_composition(rng, dtype):
     model = _cnn(dtype)
     x = random_array(rng, (4, 1, 6, 6), dtype)

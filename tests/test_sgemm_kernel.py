@@ -12,7 +12,8 @@ LEVELS = [lv for lv in (1, 2) if lv <= _blas.sgemm_kernel_level()]
 @pytest.mark.skipif(not LEVELS, reason="this CPU has neither AVX2+FMA nor AVX-512")
 @pytest.mark.parametrize("level", LEVELS, ids=lambda lv: {1: "avx2", 2: "avx512"}[lv])
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 5), (8, 32, 64), (13, 64, 0),
-                                   (65, 100, 577), (3, 31, 9), (16, 97, 1)])
+                                   (65, 100, 577), (3, 31, 9), (16, 97, 1), (9, 16, 11),
+                                   (17, 48, 33), (2, 80, 3)])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_matches_float64_product(level, m, n, k, accumulate, rng):
     a = rng.standard_normal((m, k)).astype(np.float32)
@@ -27,7 +28,7 @@ def test_matches_float64_product(level, m, n, k, accumulate, rng):
 
 @pytest.mark.skipif(not LEVELS, reason="no kernel on this CPU")
 @pytest.mark.parametrize("level", LEVELS, ids=lambda lv: {1: "avx2", 2: "avx512"}[lv])
-@pytest.mark.parametrize("m,n,k", [(1, 1, 3), (9, 45, 20), (16, 64, 7)])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 3), (9, 45, 20), (16, 64, 7), (7, 48, 5)])
 def test_row_bias_added_at_the_store(level, m, n, k, rng):
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
@@ -61,3 +62,17 @@ def test_bad_input():
     with pytest.raises(ValueError, match="level"):
         _blas.sgemm_kernel(a, np.ones((3, 2), np.float32), np.ones((2, 2), np.float32), 1.0,
                            False, 7)
+
+
+@pytest.mark.skipif(len(LEVELS) < 2, reason="needs both the AVX-512 and the AVX2 kernel")
+@pytest.mark.parametrize("n", [16, 48, 80])
+def test_sixteen_column_remainder_has_the_bits_of_either_kernel(n, rng):
+    """A remainder of 16 columns goes to the AVX2 kernel in place: every element is the same
+    FMA chain over k whichever kernel computes it."""
+    a = rng.standard_normal((13, 37)).astype(np.float32)
+    b = rng.standard_normal((37, n)).astype(np.float32)
+    c2 = np.zeros((13, n), np.float32)
+    c1 = np.zeros((13, n), np.float32)
+    _blas.sgemm_kernel(a, b, c2, 1.0, False, 2)
+    _blas.sgemm_kernel(a, b, c1, 1.0, False, 1)
+    assert np.array_equal(c1, c2)

@@ -250,4 +250,62 @@ FDL_DISPATCH static ACC fdl_conv_sum_##SFX(const T *FDL_RESTRICT x, ptrdiff_t n)
 FDL_DEFINE_CONV(float, f32, double)
 FDL_DEFINE_CONV(double, f64, double)
 
+/* Channels-last lowering of small float32 images (the digits CNN's 4x4 and 8x8 planes).
+ * Lowered NCHW rows of such images are runs of 4-8 floats, so im2col spent its time on row
+ * bookkeeping. Channels last, each output pixel's lowered row is kh*kw contiguous runs of C
+ * floats of a zero-padded NHWC copy: colsT[pixel, (i, j, c)]. The GEMMs then take the
+ * weights as (i, j, c) x O (forward) or produce dW as O x (i, j, c). */
+
+/* xp[b, h + pt, w + pl, c] = x[b, c, h, w] for nb images (strides in elements); the rest of
+   the Hp x Wp x C planes zero. */
+FDL_DISPATCH static void fdl_cl_pad_f32(const float *FDL_RESTRICT x, ptrdiff_t sxn,
+        ptrdiff_t sxc, ptrdiff_t sxh, ptrdiff_t sxw, ptrdiff_t nb, ptrdiff_t C,
+        const fdl_conv_geom *g, ptrdiff_t Hp, ptrdiff_t Wp, float *FDL_RESTRICT xp)
+{
+    memset(xp, 0, (size_t)(nb * Hp * Wp * C) * sizeof(float));
+    for (ptrdiff_t b = 0; b < nb; ++b)
+        for (ptrdiff_t h = 0; h < g->H; ++h)
+            for (ptrdiff_t w = 0; w < g->W; ++w) {
+                const float *src = x + b * sxn + h * sxh + w * sxw;
+                float *dst = xp + ((b * Hp + h + g->pt) * Wp + w + g->pl) * C;
+                for (ptrdiff_t c = 0; c < C; ++c)
+                    dst[c] = src[c * sxc];
+            }
+}
+
+/* colsT (nb Ho Wo) x (kh kw C), row-major, from the padded NHWC planes of fdl_cl_pad_f32. */
+FDL_DISPATCH static void fdl_cl_cols_f32(const float *FDL_RESTRICT xp, ptrdiff_t nb,
+        ptrdiff_t C, const fdl_conv_geom *g, ptrdiff_t Hp, ptrdiff_t Wp,
+        float *FDL_RESTRICT cols)
+{
+    float *d = cols;
+    for (ptrdiff_t b = 0; b < nb; ++b)
+        for (ptrdiff_t oh = 0; oh < g->Ho; ++oh)
+            for (ptrdiff_t ow = 0; ow < g->Wo; ++ow)
+                for (ptrdiff_t i = 0; i < g->kh; ++i) {
+                    const float *row = xp + ((b * Hp + oh * g->sh + i * g->dh) * Wp
+                                             + ow * g->sw) * C;
+                    for (ptrdiff_t j = 0; j < g->kw; ++j, d += C) {
+                        const float *s = row + j * g->dw * C;
+                        for (ptrdiff_t c = 0; c < C; ++c)
+                            d[c] = s[c];
+                    }
+                }
+}
+
+/* y[b, o, p] = yt[b * P + p, o] + bias[o] (bias may be NULL): the channels-last GEMM result
+   back to NCHW. */
+FDL_DISPATCH static void fdl_cl_scatter_f32(const float *FDL_RESTRICT yt, ptrdiff_t nb,
+        ptrdiff_t P, ptrdiff_t O, const float *bias, float *FDL_RESTRICT y)
+{
+    for (ptrdiff_t b = 0; b < nb; ++b)
+        for (ptrdiff_t o = 0; o < O; ++o) {
+            const float *s = yt + b * P * O + o;
+            float *d = y + (b * O + o) * P;
+            float bo = bias ? bias[o] : 0.0f;
+            for (ptrdiff_t p = 0; p < P; ++p)
+                d[p] = s[p * O] + bo;
+        }
+}
+
 #endif

@@ -186,6 +186,20 @@ static inline int fdl_sgemm(int level, int accumulate, ptrdiff_t M, ptrdiff_t N,
 {
     ptrdiff_t whole = N / 32 * 32, rest = N - whole;
     float *bp = scratch, *owned = NULL;
+    if (rest % 16 == 0 && rest != 0) {
+        /* 16 columns left: the AVX2 kernel's 6 x 16 blocks take them in place (its panels
+           are 16 wide), rather than a 32-wide padded panel of which half is thrown away;
+           each element is the same FMA chain over k, so the bits are the same. */
+        if (whole > 0) {
+            if (level == 2)
+                fdl_sgemm_avx512(accumulate, M, whole, K, alpha, A, lda, B, ldb, C, ldc, rbias);
+            else
+                fdl_sgemm_avx2(accumulate, M, whole, K, alpha, A, lda, B, ldb, C, ldc, rbias);
+        }
+        fdl_sgemm_avx2(accumulate, M, rest, K, alpha, A, lda, B + whole, ldb, C + whole, ldc,
+                       rbias);
+        return 0;
+    }
     if (rest != 0 && M != 0 && bp == NULL) {
         bp = owned = (float *)malloc(sizeof(float) * (size_t)fdl_sgemm_scratch(M, K));
         if (bp == NULL)

@@ -76,6 +76,13 @@ cdef extern from "fastdl/conv.h" nogil:
                                      double bias, const fdl_conv_geom *g, double *scratch,
                                      double *y)
     void fdl_padded_dims(const fdl_conv_geom *g, Py_ssize_t *Hp, Py_ssize_t *Wp)
+    void fdl_cl_pad_f32(const float *x, Py_ssize_t sxn, Py_ssize_t sxc, Py_ssize_t sxh,
+                        Py_ssize_t sxw, Py_ssize_t nb, Py_ssize_t C, const fdl_conv_geom *g,
+                        Py_ssize_t Hp, Py_ssize_t Wp, float *xp)
+    void fdl_cl_cols_f32(const float *xp, Py_ssize_t nb, Py_ssize_t C, const fdl_conv_geom *g,
+                         Py_ssize_t Hp, Py_ssize_t Wp, float *cols)
+    void fdl_cl_scatter_f32(const float *yt, Py_ssize_t nb, Py_ssize_t P, Py_ssize_t O,
+                            const float *bias, float *y)
     double fdl_conv_sum_f32(const float *x, Py_ssize_t n)
     double fdl_conv_sum_f64(const double *x, Py_ssize_t n)
 
@@ -130,6 +137,10 @@ IMPLICIT_GEMM = True
 # of a group of images side by side, one kernel call (SMALL_IMAGES = False: per image).
 SMALL_IMAGES = True
 cdef Py_ssize_t SMALL_HWO = 64
+# Small images with at least this many input channels are lowered channels last (a pixel's
+# lowered row is kh*kw runs of C floats); fewer channels, NCHW rows (channels-last rows of
+# K = 9 floats made the 1-channel stem of the digits CNN 3x slower)
+cdef Py_ssize_t CL_MIN_CHANNELS = 8
 
 
 cdef int _sgemm_level() except -1:
@@ -647,7 +658,35 @@ cdef void _implicit_image(const Lowered *p, const float *w, float *xp, const Py_
                                 <float *>p.y + n * p.O * p.HWo, p.HWo, <const float *>p.bias)
 
 
-cdef void _small_part(const Lowered *p, const float *w, float *buf, Py_ssize_t n0, Py_ssize_t n1,
+cdef inline void _cl_dims(const Lowered *p, Py_ssize_t *Hp, Py_ssize_t *Wp) noexcept nogil:
+    """Planes of the channels-last copy: the input with its top/left padding, extended to
+    every row and column a tap reads."""
+    Hp[0] = max(p.g.pt + p.g.H, (p.g.Ho - 1) * p.g.sh + (p.g.kh - 1) * p.g.dh + 1)
+    Wp[0] = max(p.g.pl + p.g.W, (p.g.Wo - 1) * p.g.sw + (p.g.kw - 1) * p.g.dw + 1)
+
+
+cdef Py_ssize_t _cl_part_floats(const Lowered *p, Py_ssize_t nbmax, bint dw) noexcept nogil:
+    cdef Py_ssize_t Hp, Wp, rows = nbmax * p.HWo
+    _cl_dims(p, &Hp, &Wp)
+    if dw:
+        return (nbmax * Hp * Wp * p.C + rows * p.K + p.O * rows
+                + fdl_sgemm_scratch(p.O, rows) + 64)
+    return nbmax * Hp * Wp * p.C + rows * p.K + rows * p.O + fdl_sgemm_scratch(rows, p.K) + 64
+
+
+cdef float *_cl_lower(const Lowered *p, float *buf, Py_ssize_t n0, Py_ssize_t nb) noexcept nogil:
+    """Images n0..n0+nb-1 lowered channels last into buf: returns colsT ((nb HWo) x K, K in
+    (i, j, c) order), which follows the padded NHWC copy in buf."""
+    cdef Py_ssize_t Hp, Wp
+    _cl_dims(p, &Hp, &Wp)
+    cdef float *cols = buf + nb * Hp * Wp * p.C
+    fdl_cl_pad_f32(<const float *>p.x + n0 * p.sxn, p.sxn, p.sxc, p.sxh, p.sxw, nb, p.C, &p.g,
+                   Hp, Wp, buf)
+    fdl_cl_cols_f32(buf, nb, p.C, &p.g, Hp, Wp, cols)
+    return cols
+
+
+cdef void _small_part_nchw(const Lowered *p, const float *w, float *buf, Py_ssize_t n0, Py_ssize_t n1,
                       int level) noexcept nogil:
     """Images n0..n1-1 of a float32 one-group convolution of small images: their columns
     side by side (K x nb*HWo), one kernel call into a scratch block (bias added at the
@@ -667,21 +706,44 @@ cdef void _small_part(const Lowered *p, const float *w, float *buf, Py_ssize_t n
                    p.HWo * 4)
 
 
+cdef void _small_part(const Lowered *p, const float *wt, float *buf, Py_ssize_t n0,
+                      Py_ssize_t n1, int level) noexcept nogil:
+    """Images n0..n1-1 of a float32 one-group convolution of small images, channels last:
+    Yt ((nb HWo) x O) = colsT . Wt (Wt = the weights as (i, j, c) x O), one kernel call, then
+    back to NCHW with the bias. Per image the bits do not depend on the grouping (each
+    output element is its own FMA chain over k)."""
+    cdef Py_ssize_t nb = n1 - n0, rows = nb * p.HWo
+    cdef float *cols = _cl_lower(p, buf, n0, nb)
+    cdef float *yt = cols + rows * p.K
+    cdef float *scratch = yt + rows * p.O
+    fdl_sgemm(level, 0, rows, p.O, p.K, 1.0, cols, p.K, wt, p.O, yt, p.O, NULL, scratch)
+    fdl_cl_scatter_f32(yt, nb, p.HWo, p.O, <const float *>p.bias,
+                       <float *>p.y + n0 * p.O * p.HWo)
+
+
+cdef inline void _small_any(const Lowered *p, const float *w, float *buf, Py_ssize_t n0,
+                            Py_ssize_t n1, int level) noexcept nogil:
+    if p.C >= CL_MIN_CHANNELS:
+        _small_part(p, w, buf, n0, n1, level)
+    else:
+        _small_part_nchw(p, w, buf, n0, n1, level)
+
+
 cdef void _forward_small(const Lowered *p, const float *w, float *bufs, Py_ssize_t part_floats,
                          Py_ssize_t parts, int level, int nthreads) noexcept nogil:
     cdef Py_ssize_t i
     cdef int t
     if nthreads <= 1 or parts <= 1:
         for i in range(parts):
-            _small_part(p, w, bufs, p.N * i // parts, p.N * (i + 1) // parts, level)
+            _small_any(p, w, bufs, p.N * i // parts, p.N * (i + 1) // parts, level)
     else:
         for i in prange(parts, schedule='static', num_threads=nthreads):
             t = threadid()
-            _small_part(p, w, bufs + t * part_floats, p.N * i // parts,
+            _small_any(p, w, bufs + t * part_floats, p.N * i // parts,
                         p.N * (i + 1) // parts, level)
 
 
-cdef void _dw_small_part(const Lowered *p, float *buf, float *slot, Py_ssize_t n0,
+cdef void _dw_small_part_nchw(const Lowered *p, float *buf, float *slot, Py_ssize_t n0,
                          Py_ssize_t n1, int level) noexcept nogil:
     """dWᵀ (K x O) of images n0..n1-1 of small images: their columns side by side and their
     dY transposed ((nb*HWo) x O), one kernel call."""
@@ -700,19 +762,42 @@ cdef void _dw_small_part(const Lowered *p, float *buf, float *slot, Py_ssize_t n
     fdl_sgemm(level, 0, p.K, p.O, ncols, 1.0, cols, ncols, dyt, p.O, slot, p.O, NULL, scratch)
 
 
+cdef void _dw_small_part(const Lowered *p, float *buf, float *slot, Py_ssize_t n0,
+                         Py_ssize_t n1, int level) noexcept nogil:
+    """dW (O x K, K in (i, j, c) order) of images n0..n1-1 of small images, channels last:
+    dY gathered as O x (nb HWo), times colsT, one kernel call."""
+    cdef Py_ssize_t nb = n1 - n0, rows = nb * p.HWo, b, o
+    cdef float *cols = _cl_lower(p, buf, n0, nb)
+    cdef float *dyt = cols + rows * p.K
+    cdef float *scratch = dyt + p.O * rows
+    for b in range(nb):
+        for o in range(p.O):
+            memcpy(dyt + o * rows + b * p.HWo,
+                   <const float *>p.dy + ((n0 + b) * p.O + o) * p.HWo, p.HWo * 4)
+    fdl_sgemm(level, 0, p.O, p.K, rows, 1.0, dyt, rows, cols, p.K, slot, p.K, NULL, scratch)
+
+
+cdef inline void _dw_small_any(const Lowered *p, float *buf, float *slot, Py_ssize_t n0,
+                               Py_ssize_t n1, int level) noexcept nogil:
+    if p.C >= CL_MIN_CHANNELS:
+        _dw_small_part(p, buf, slot, n0, n1, level)
+    else:
+        _dw_small_part_nchw(p, buf, slot, n0, n1, level)
+
+
 cdef void _dw_small(const Lowered *p, float *bufs, Py_ssize_t part_floats, float *slots,
                     Py_ssize_t parts, int level, int nthreads) noexcept nogil:
     cdef Py_ssize_t i
     cdef int t
     if nthreads <= 1 or parts <= 1:
         for i in range(parts):
-            _dw_small_part(p, bufs, slots + i * p.K * p.O, p.N * i // parts,
-                           p.N * (i + 1) // parts, level)
+            _dw_small_any(p, bufs, slots + i * p.K * p.O, p.N * i // parts,
+                          p.N * (i + 1) // parts, level)
     else:
         for i in prange(parts, schedule='static', num_threads=nthreads):
             t = threadid()
-            _dw_small_part(p, bufs + t * part_floats, slots + i * p.K * p.O,
-                           p.N * i // parts, p.N * (i + 1) // parts, level)
+            _dw_small_any(p, bufs + t * part_floats, slots + i * p.K * p.O,
+                          p.N * i // parts, p.N * (i + 1) // parts, level)
 
 
 cdef void _forward_implicit(const Lowered *p, const float *w, float *bufs, Py_ssize_t plane,
@@ -1045,6 +1130,8 @@ cdef cnp.ndarray _new(tuple shape, int typenum):
 
 cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometry geo):
     """y = conv(X, W) + b for validated, converted operands (W, Bv C-contiguous)."""
+    cdef cnp.ndarray WT
+    cdef const float *wtp
     cdef int typenum = cnp.PyArray_TYPE(W)
     cdef cnp.ndarray Y = _new((geo.N, geo.O, geo.g.Ho, geo.g.Wo), typenum)
     if cnp.PyArray_SIZE(Y) == 0:
@@ -1138,18 +1225,24 @@ cdef cnp.ndarray _forward(cnp.ndarray X, cnp.ndarray W, cnp.ndarray Bv, _Geometr
     p.y = yp
     level = _sgemm_level() if dt == DT_FLOAT32 and geo.groups == 1 else 0
     if level and SMALL_IMAGES and geo.HWo <= SMALL_HWO and geo.O >= 8:
-        # small images: one kernel call per group of images (per-image calls on 16-column
-        # products were overhead: 32x16x4x4 -> 32 took 0.2 ms on one thread)
+        # small images, channels last: one kernel call per group of images (NCHW lowering
+        # of 4x4 planes was row bookkeeping: 32x16x4x4 -> 32 took 0.14 ms on one thread)
         parts = min(geo.N, _procs())
         nbmax = (geo.N + parts - 1) // parts
-        part_floats = ((geo.K + geo.O) * nbmax * geo.HWo + fdl_sgemm_scratch(geo.O, geo.K)
-                       + 16)
+        if geo.C >= CL_MIN_CHANNELS:
+            part_floats = _cl_part_floats(&p, nbmax, False)
+            WT = np.ascontiguousarray(W.transpose(2, 3, 1, 0))
+        else:
+            part_floats = ((geo.K + geo.O) * nbmax * geo.HWo
+                           + fdl_sgemm_scratch(geo.O, geo.K) + 16)
+            WT = W
         if part_floats * 4 * min(nthreads, parts) <= _workspace_limit:
             nth_i = max(1, min(nthreads, parts))
             xpb = np.empty(nth_i * part_floats, dtype=np.float32)
             xpbp = <float *>cnp.PyArray_DATA(xpb)
+            wtp = <const float *>cnp.PyArray_DATA(WT)
             with nogil:
-                _forward_small(&p, <const float *>wp, xpbp, part_floats, parts, level, nth_i)
+                _forward_small(&p, wtp, xpbp, part_floats, parts, level, nth_i)
             return Y
     if (level and IMPLICIT_GEMM and geo.g.sh == 1 and geo.g.sw == 1 and geo.g.dh == 1
             and geo.g.dw == 1 and geo.g.Wo % 32 == 0 and geo.N >= _procs()):
@@ -1266,15 +1359,21 @@ cdef _Geometry _transposed_geometry(_Geometry geo):
     return t
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need_bias=True):
+def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need_bias=True,
+                    need_input=True):
     """Gradients of ``conv2d(x, w, b, stride, padding, dilation, groups)``.
 
-    Returns ``(dx, dw, db)``: ``dx`` of x's shape, ``dw`` of w's shape, ``db (O,)`` or None
-    when ``need_bias`` is false. ``dy`` must have the output shape of that convolution.
-    The hyper-parameters and errors are those of ``conv2d``.
+    Returns ``(dx, dw, db)``: ``dx`` of x's shape, or None when ``need_input`` is false (a
+    network's first layer: its input needs no gradient, as PyTorch skips it for an input
+    without requires_grad); ``dw`` of w's shape; ``db (O,)`` or None when ``need_bias`` is
+    false. ``dy`` must have the output shape of that convolution. The hyper-parameters and
+    errors are those of ``conv2d``.
     """
     if on_device(dy):
-        return gpu_call("conv2d_backward", (), {"dy": dy, "x": x, "w": w, "stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "need_bias": need_bias})
+        return gpu_call("conv2d_backward", (), {
+            "dy": dy, "x": x, "w": w, "stride": stride, "padding": padding,
+            "dilation": dilation, "groups": groups, "need_bias": need_bias,
+            "need_input": need_input})
     cdef cnp.ndarray DY = as_float_array(dy, "conv2d_backward", "dy")
     cdef cnp.ndarray X = as_float_array(x, "conv2d_backward", "x")
     cdef cnp.ndarray W = as_float_array(w, "conv2d_backward", "w")
@@ -1328,11 +1427,13 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
                            nthreads)
     if cnp.PyArray_SIZE(DY) == 0 or geo.C == 0:
         DW[...] = 0
-        return np.zeros(shape_of(X), dtype=X.dtype), DW, DB
+        return (np.zeros(shape_of(X), dtype=X.dtype) if need_input else None), DW, DB
 
     pointwise = _pointwise(geo)
     tgeo = None if pointwise else _transposed_geometry(geo)
-    if pointwise:
+    if not need_input:
+        dx_done = True
+    elif pointwise:
         # dX[n] (C x HW) = Wᵀ (C x O) @ dY[n], straight into dx: no col2im.
         DX = np.empty(shape_of(X), dtype=X.dtype)
         dxp = <char *>cnp.PyArray_DATA(DX)
@@ -1371,12 +1472,15 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
         # in order (groups fixed by the shape and the processor count)
         parts = min(geo.N, _procs())
         nbmax = (geo.N + parts - 1) // parts
-        part_floats = ((geo.K + geo.O) * nbmax * geo.HWo
-                       + 32 * (nbmax * geo.HWo + geo.K) + 16)
+        if geo.C >= CL_MIN_CHANNELS:
+            part_floats = _cl_part_floats(&p, nbmax, True)
+        else:
+            part_floats = ((geo.K + geo.O) * nbmax * geo.HWo
+                           + 32 * (nbmax * geo.HWo + geo.K) + 16)
         if part_floats * 4 * parts + parts * geo.K * geo.O * 4 <= _workspace_limit:
             nth = max(1, min(nthreads, parts))
             xpb = np.empty(nth * part_floats, dtype=np.float32)
-            slots_s = np.empty((parts, geo.K, geo.O), dtype=np.float32)
+            slots_s = np.empty((parts, geo.O, geo.K), dtype=np.float32)
             xpbp = <float *>cnp.PyArray_DATA(xpb)
             slotp = <float *>cnp.PyArray_DATA(slots_s)
             with nogil:
@@ -1384,7 +1488,10 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, need
             dwt = slots_s[0]
             for i in range(1, parts):
                 dwt = dwt + slots_s[i]
-            DW.reshape(geo.O, geo.Kg)[...] = dwt.T
+            if geo.C >= CL_MIN_CHANNELS:   # O x (i, j, c)
+                DW[...] = dwt.reshape(geo.O, geo.g.kh, geo.g.kw, geo.C).transpose(0, 3, 1, 2)
+            else:                           # dWᵀ, (c, i, j) x O
+                DW.reshape(geo.O, geo.Kg)[...] = dwt.reshape(geo.K, geo.O).T
             dw_done = True
     if not dw_done and _fused_units(&p, _dw_unit_target):
         unit_bytes = geo.K * p.R * geo.g.Wo * isz

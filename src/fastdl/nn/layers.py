@@ -140,10 +140,13 @@ class Conv2d(Module):
         self._cache = x
         return fastdl.conv2d(x, self.weight, self.bias, *self._args())
 
-    def backward(self, dy):
+    # backward(dy, input_grad=False) skips dx (see Sequential.backward)
+    _skips_input_grad = True
+
+    def backward(self, dy, input_grad=True):
         x = self._cached()
         dx, dw, db = fastdl.conv2d_backward(dy, x, self.weight, *self._args(),
-                                            need_bias=self.has_bias)
+                                            need_bias=self.has_bias, need_input=input_grad)
         self._accumulate(self._grads["weight"], dw)
         if self.has_bias:
             self._accumulate(self._grads["bias"], db)
@@ -479,7 +482,17 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def backward(self, dy):
-        for m in reversed(list(self._modules.values())):
-            dy = m.backward(dy)
-        return dy
+    _skips_input_grad = True
+
+    def backward(self, dy, input_grad=True):
+        """Backward through every module in reverse; returns the gradient of the input. With
+        ``input_grad=False`` (a training loop that does not need it) returns None, and a first
+        module that can (Conv2d, Sequential) skips computing it, as PyTorch does for an input
+        without requires_grad: parameter gradients are unchanged."""
+        mods = list(self._modules.values())
+        for i in range(len(mods) - 1, -1, -1):
+            if i == 0 and not input_grad and getattr(mods[0], "_skips_input_grad", False):
+                mods[0].backward(dy, input_grad=False)
+                return None
+            dy = mods[i].backward(dy)
+        return dy if input_grad else None
