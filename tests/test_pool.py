@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import fastdl
-from conftest import (assert_close, assert_unchanged, layout, random_array, requires_openmp,
-                      snapshot)
+from conftest import (HAVE_OPENMP, assert_close, assert_unchanged, layout, random_array,
+                      requires_openmp, snapshot)
 from reference_norm_pool import (avg_pool2d_backward_ref, avg_pool2d_ref,
                                  global_avg_pool2d_ref, max_pool2d_backward_ref,
                                  max_pool2d_ref)
@@ -92,6 +92,33 @@ def test_max_pool2d_2x2_fast_path(shape, dtype, rng):
     y = max_pool2d(x, 2)           # no indices: the branch-free 2x2 kernel
     assert_close(y, y_ref, dtype)
     assert_close(max_pool2d(x, 2, return_indices=True)[0], y_ref, dtype)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 2, 2), (2, 3, 4, 6), (4, 8, 8, 8), (40, 64, 8, 8),
+                                   (3, 2, 64, 64)], ids=str)
+def test_max_pool2d_2x2_small_stacked_planes(shape, dtype, rng):
+    """Small C-contiguous planes are pooled as one stack of rows: values and indices (first
+    maximum, last NaN) as the reference, as the per-plane kernel (a strided view), and the
+    same bits for any thread count."""
+    x = rng.integers(0, 3, shape).astype(dtype)                  # many ties
+    x.reshape(-1)[::11] = np.nan
+    x.reshape(-1)[3::13] = -np.inf
+    x.reshape(-1)[5::17] = np.inf
+    y_ref, idx_ref = max_pool2d_ref(x, 2)
+    y, idx = max_pool2d(x, 2, return_indices=True)
+    assert_close(y, y_ref, dtype)
+    np.testing.assert_array_equal(idx, idx_ref)
+    assert_close(max_pool2d(x, 2), y_ref, dtype)
+    wide = np.zeros(shape[:1] + (2 * shape[1],) + shape[2:], dtype)
+    wide[:, ::2] = x                                             # planes not stacked
+    y2, idx2 = max_pool2d(wide[:, ::2], 2, return_indices=True)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(idx2, idx)
+    if HAVE_OPENMP:
+        with fastdl.threads(1):
+            y1, idx1 = max_pool2d(x, 2, return_indices=True)
+        np.testing.assert_array_equal(y1, y)
+        np.testing.assert_array_equal(idx1, idx)
 
 
 @pytest.mark.parametrize("geom", [(2, None, 0), (3, 1, 1), (2, 1, 0), ((2, 3), (1, 2), (1, 1))],

@@ -50,6 +50,11 @@ cdef extern from "fastdl/pool.h" nogil:
     void fdl_pool_fill_f32(float *x, Py_ssize_t n, float v)
     void fdl_pool_fill_f64(double *x, Py_ssize_t n, double v)
     Py_ssize_t fdl_pool_check_idx(const int64_t *idx, Py_ssize_t n, int64_t hw)
+    Py_ssize_t FDL_POOL22_MAXW
+    void fdl_maxpool22_rows_f32(const float *x, Py_ssize_t rp0, Py_ssize_t rp1, Py_ssize_t W,
+                                Py_ssize_t Ho, float *y, int64_t *idx)
+    void fdl_maxpool22_rows_f64(const double *x, Py_ssize_t rp0, Py_ssize_t rp1,
+                                Py_ssize_t W, Py_ssize_t Ho, double *y, int64_t *idx)
 
 # Kernels keep the GIL below this many elements (releasing it costs more than the work).
 cdef Py_ssize_t GIL_MIN_ELEMENTS = 4096
@@ -148,6 +153,40 @@ cdef void _go(const PoolJob *j, Py_ssize_t planes, Py_ssize_t elements) noexcept
     else:
         with nogil:
             _run(j, planes, nth)
+
+
+# Planes of at most this many elements, stacked in memory, are 2x2-max-pooled as one array of
+# rows (fdl_maxpool22_rows): a call per plane cost more than an 8x8 plane's work.
+cdef Py_ssize_t SMALL_PLANE = 4096
+# row pairs per work item of that path
+cdef Py_ssize_t ROWS22_ITEM = 1024
+
+
+cdef void _max22_item(const PoolJob *j, Py_ssize_t it, Py_ssize_t pairs) noexcept nogil:
+    cdef Py_ssize_t r0 = it * ROWS22_ITEM
+    cdef Py_ssize_t r1 = pairs if pairs - r0 < ROWS22_ITEM else r0 + ROWS22_ITEM
+    if j.f32:
+        fdl_maxpool22_rows_f32(<const float *>j.src, r0, r1, j.g.W, j.g.Ho, <float *>j.dst,
+                               j.idx)
+    else:
+        fdl_maxpool22_rows_f64(<const double *>j.src, r0, r1, j.g.W, j.g.Ho, <double *>j.dst,
+                               j.idx)
+
+
+cdef void _max22_rows(const PoolJob *j, Py_ssize_t pairs, Py_ssize_t elements) noexcept:
+    cdef Py_ssize_t items = (pairs + ROWS22_ITEM - 1) // ROWS22_ITEM, it
+    cdef int nth = thread_count(elements, items)
+    if elements < GIL_MIN_ELEMENTS:
+        for it in range(items):
+            _max22_item(j, it, pairs)
+        return
+    with nogil:
+        if nth == 1:
+            for it in range(items):
+                _max22_item(j, it, pairs)
+        else:
+            for it in prange(items, schedule='static', num_threads=nth):
+                _max22_item(j, it, pairs)
 
 
 cdef void _gap_item(const PoolJob *j, Py_ssize_t it, Py_ssize_t per, Py_ssize_t planes,
@@ -316,6 +355,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
     rowbuf = _row_buffers(&j, oshape[0] * oshape[1], X.dtype)
     if (j.g.kh == 2 and j.g.kw == 2 and j.g.sh == 2 and j.g.sw == 2
             and j.g.ph == 0 and j.g.pw == 0):
+        if (j.g.H % 2 == 0 and j.g.W % 2 == 0 and j.g.W <= FDL_POOL22_MAXW
+                and j.g.H * j.g.W <= SMALL_PLANE and cnp.PyArray_IS_C_CONTIGUOUS(X)):
+            _max22_rows(&j, oshape[0] * oshape[1] * j.g.Ho, cnp.PyArray_SIZE(X))
+            return (Y, I) if return_indices else Y
         j.op = MAX22_FWD
     _go(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(X))
     if return_indices:
