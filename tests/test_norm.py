@@ -16,7 +16,8 @@ from reference_norm_pool import (batch_norm_backward_ref, batch_norm_infer_ref,
 from fastdl import batch_norm, batch_norm_backward, layer_norm, layer_norm_backward
 
 BN_SHAPES = [(7, 3), (2, 1), (1, 7, 3, 3), (3, 33, 1, 1), (5, 7, 4, 5), (2, 3, 33, 35),
-             (1000, 33), (4, 3, 1, 1001)]
+             (1000, 33), (4, 3, 1, 1001), (130, 3, 4, 4), (70, 2, 3, 5),
+             (33, 5, 16, 32)]
 LAYOUTS = ("C", "F", "strided", "negative", "transposed-view", "channels-last")
 
 
@@ -190,7 +191,8 @@ def test_batch_norm_dtype_promotion(rng):
 @requires_openmp
 @pytest.mark.parametrize("shape,kind", [((8, 16, 32, 33), "C"), ((8, 16, 32, 33), "channels-last"),
                                         ((4096, 24), "C"), ((3000, 17), "F"),
-                                        ((2, 3, 200, 300), "C")], ids=str)
+                                        ((2, 3, 200, 300), "C"), ((200, 48, 4, 4), "C"),
+                                        ((300, 8, 3, 5), "strided")], ids=str)
 def test_batch_norm_thread_count_bitwise(shape, kind, dtype, rng):
     x = _layout(random_array(rng, shape, dtype) + 1, kind)
     g, b = _params(rng, shape[1], dtype)
@@ -210,7 +212,8 @@ def test_batch_norm_thread_count_bitwise(shape, kind, dtype, rng):
 
 @pytest.mark.parametrize("kind", ["C", "F", "strided", "channels-last", "negative"])
 @pytest.mark.parametrize("shape", [(7, 3), (1, 7, 3, 3), (5, 7, 4, 5), (2, 3, 33, 35),
-                                   (1000, 33)], ids=str)
+                                   (1000, 33), (130, 3, 4, 4), (70, 2, 3, 5), (9, 4, 1, 1),
+                                   (33, 5, 16, 32)], ids=str)
 def test_batch_norm_backward_matches_reference(shape, kind, dtype, rng):
     x = _layout(random_array(rng, shape, dtype), kind)
     dy = _layout(random_array(rng, shape, dtype), "C" if kind == "F" else "F")

@@ -198,6 +198,71 @@ FDL_DISPATCH static void fdl_nb_dsums_##SFX(const T *x, const T *dy, const T *g,
     }                                                                                         \
     out[0] = s1; out[1] = s2;                                                                 \
 }                                                                                             \
+/* Small planes (S < FDL_NB_BLOCK / 2: the digits CNN's 4x4 and 8x8): np planes of one       \
+ * channel (S elements each, byte stride sn) taken as one statistics block of np*S <=        \
+ * FDL_NB_BLOCK elements, the arithmetic of fdl_nb_block; a call and two folds per plane     \
+ * cost more than its 16 elements. */                                                        \
+FDL_DISPATCH static void fdl_nb_planes_moments_##SFX(const char *x, ptrdiff_t np,           \
+                                                     ptrdiff_t sn, ptrdiff_t S, double *out)  \
+{                                                                                             \
+    enum { L = 64 / sizeof(T) };                                                              \
+    typedef fdl_vec_##SFX V;                                                                  \
+    V a0 = {0}, a1 = {0};                                                                     \
+    ptrdiff_t i, p;                                                                           \
+    for (p = 0; p < np; ++p) {                                                                \
+        const T *xp = (const T *)(x + p * sn);                                                \
+        for (i = 0; i + L <= S; i += L) a0 += *(const V *)(xp + i);                           \
+        if (i < S) { V t; fdl_nb_tail_##SFX(xp, i, S, (T)0, &t); a1 += t; }                   \
+    }                                                                                         \
+    a0 += a1;                                                                                 \
+    const double n = (double)(np * S);                                                        \
+    T mu = (T)(fdl_nb_fold_##SFX(&a0) / n);                                                   \
+    V q0 = {0}, q1 = {0}, e0 = {0}, e1 = {0};                                                 \
+    for (p = 0; p < np; ++p) {                                                                \
+        const T *xp = (const T *)(x + p * sn);                                                \
+        for (i = 0; i + L <= S; i += L) {                                                     \
+            V d0 = *(const V *)(xp + i) - mu;                                                 \
+            q0 += d0 * d0; e0 += d0;                                                          \
+        }                                                                                     \
+        if (i < S) {                                                                          \
+            V d1;                                                                             \
+            fdl_nb_tail_##SFX(xp, i, S, mu, &d1);                                             \
+            d1 -= mu;                                                                         \
+            q1 += d1 * d1; e1 += d1;                                                          \
+        }                                                                                     \
+    }                                                                                         \
+    q0 += q1; e0 += e1;                                                                       \
+    double q = fdl_nb_fold_##SFX(&q0), e = fdl_nb_fold_##SFX(&e0);                            \
+    out[0] = n;                                                                               \
+    out[1] = (double)mu + e / n;                                                              \
+    out[2] = q - e * e / n;                                                                   \
+    if (out[2] < 0.0) out[2] = 0.0;                                                           \
+}                                                                                             \
+/* (sum dy, sum dy*(x - c)) of np small planes of one channel, as one block */               \
+FDL_DISPATCH static void fdl_nb_planes_dsums_##SFX(const char *x, const char *dy,            \
+        ptrdiff_t np, ptrdiff_t sxn, ptrdiff_t sdn, ptrdiff_t S, T c, double *out)            \
+{                                                                                             \
+    enum { L = 64 / sizeof(T) };                                                              \
+    typedef fdl_vec_##SFX V;                                                                  \
+    V a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};                                                 \
+    for (ptrdiff_t p = 0; p < np; ++p) {                                                      \
+        const T *xp = (const T *)(x + p * sxn), *yp = (const T *)(dy + p * sdn);              \
+        ptrdiff_t i = 0;                                                                      \
+        for (; i + L <= S; i += L) {                                                          \
+            V y0 = *(const V *)(yp + i);                                                      \
+            a0 += y0; b0 += y0 * (*(const V *)(xp + i) - c);                                  \
+        }                                                                                     \
+        if (i < S) {                                                                          \
+            V y1, x1;                                                                         \
+            fdl_nb_tail_##SFX(yp, i, S, (T)0, &y1);                                           \
+            fdl_nb_tail_##SFX(xp, i, S, c, &x1);                                              \
+            a1 += y1; b1 += y1 * (x1 - c);                                                    \
+        }                                                                                     \
+    }                                                                                         \
+    a0 += a1; b0 += b1;                                                                       \
+    out[0] = fdl_nb_fold_##SFX(&a0);                                                          \
+    out[1] = fdl_nb_fold_##SFX(&b0);                                                          \
+}                                                                                             \
 /* y = (x - m) * a + b over a contiguous run */                                               \
 FDL_DISPATCH static void fdl_nb_affine_##SFX(const T *FDL_RESTRICT x, T *FDL_RESTRICT y,      \
                                              ptrdiff_t n, T m, T a, T b)                      \

@@ -35,6 +35,15 @@ cdef extern from "fastdl/norm.h" nogil:
     void fdl_moments_merge(double *n, double *m, double *q, double nb, double mb, double qb)
     void fdl_nb_merge_cols(double *mean, double *m2, const double *mb, const double *qb,
                            Py_ssize_t C, double n, double nb)
+    void fdl_nb_planes_moments_f32(const char *x, Py_ssize_t nplanes, Py_ssize_t sn, Py_ssize_t S,
+                                   double *out)
+    void fdl_nb_planes_moments_f64(const char *x, Py_ssize_t nplanes, Py_ssize_t sn, Py_ssize_t S,
+                                   double *out)
+    void fdl_nb_planes_dsums_f32(const char *x, const char *dy, Py_ssize_t nplanes, Py_ssize_t sxn,
+                                 Py_ssize_t sdn, Py_ssize_t S, float c, double *out)
+    void fdl_nb_planes_dsums_f64(const char *x, const char *dy, Py_ssize_t nplanes, Py_ssize_t sxn,
+                                 Py_ssize_t sdn, Py_ssize_t S, double c, double *out)
+    int FDL_NB_BLOCK
     void fdl_nb_moments_f32(const float *x, Py_ssize_t n, double *out)
     void fdl_nb_moments_f64(const double *x, Py_ssize_t n, double *out)
     void fdl_nb_dsums_f32(const float *x, const float *dy, const float *g, Py_ssize_t n, float c,
@@ -105,6 +114,7 @@ ctypedef struct BNJob:
     char *y            # y (forward) or dx (backward)
     char *dy
     Py_ssize_t N, C, S, nseg, rpc, R
+    Py_ssize_t gp, ng   # small planes: items of gp planes of one channel, ng per channel
     Py_ssize_t xsn, xsc, xss, ysn, ysc, yss, dsn, dsc, dss   # byte strides of (N, C, S)
     double *part
     char *scratch
@@ -188,12 +198,60 @@ cdef cnp.ndarray _like(cnp.ndarray X, int layout, object src):
 # --------------------------------------------------------------------------------------
 # batch-norm work items
 
+cdef void _bn_group_item(const BNJob *j, int phase, Py_ssize_t it) noexcept nogil:
+    """Item it of small planes: planes k*gp .. of channel c (it = c*ng + k), slot it."""
+    cdef Py_ssize_t c = it // j.ng, k = it % j.ng, n, n0, n1
+    cdef Py_ssize_t isz = 4 if j.f32 else 8
+    n0 = k * j.gp
+    n1 = n0 + j.gp if n0 + j.gp < j.N else j.N
+    cdef char *xp = j.x + n0 * j.xsn + c * j.xsc
+    cdef char *yp
+    cdef char *dp
+    if phase == PH_STATS:
+        if j.f32:
+            fdl_nb_planes_moments_f32(xp, n1 - n0, j.xsn, j.S, j.part + 3 * it)
+        else:
+            fdl_nb_planes_moments_f64(xp, n1 - n0, j.xsn, j.S, j.part + 3 * it)
+        return
+    dp = NULL if phase == PH_AFFINE else j.dy + n0 * j.dsn + c * j.dsc
+    if phase == PH_DSUMS:
+        if j.f32:
+            fdl_nb_planes_dsums_f32(xp, dp, n1 - n0, j.xsn, j.dsn, j.S, (<float *>j.m)[c],
+                                    j.part + 2 * it)
+        else:
+            fdl_nb_planes_dsums_f64(xp, dp, n1 - n0, j.xsn, j.dsn, j.S, (<double *>j.m)[c],
+                                    j.part + 2 * it)
+        return
+    yp = j.y + n0 * j.ysn + c * j.ysc
+    for n in range(n1 - n0):
+        if phase == PH_AFFINE:
+            if j.f32:
+                fdl_nb_affine_f32(<float *>xp, <float *>yp, j.S, (<float *>j.m)[c],
+                                  (<float *>j.a)[c], (<float *>j.b)[c])
+            else:
+                fdl_nb_affine_f64(<double *>xp, <double *>yp, j.S, (<double *>j.m)[c],
+                                  (<double *>j.a)[c], (<double *>j.b)[c])
+        elif j.f32:
+            fdl_nb_dx_f32(<float *>xp, <float *>dp, <float *>yp, j.S, (<float *>j.m)[c],
+                          (<float *>j.a)[c], (<float *>j.p)[c], (<float *>j.b)[c])
+        else:
+            fdl_nb_dx_f64(<double *>xp, <double *>dp, <double *>yp, j.S, (<double *>j.m)[c],
+                          (<double *>j.a)[c], (<double *>j.p)[c], (<double *>j.b)[c])
+        xp += j.xsn
+        yp += j.ysn
+        if dp != NULL:
+            dp += j.dsn
+
+
 cdef void _bn_item(const BNJob *j, int phase, Py_ssize_t it) noexcept nogil:
     cdef Py_ssize_t n, c, seg, s0, ln, slot, r0, r1, r
     cdef Py_ssize_t isz = 4 if j.f32 else 8
     cdef char *xp
     cdef char *yp
     cdef char *dp
+    if j.layout == PLANES and j.gp > 1:
+        _bn_group_item(j, phase, it)
+        return
     if j.layout == PLANES:
         seg = it % j.nseg
         c = (it // j.nseg) % j.C
@@ -332,8 +390,15 @@ cdef Py_ssize_t _bn_setup(BNJob *j, int layout, tuple v, bint f32):
     j.f32 = f32
     j.layout = layout
     j.R = j.N * j.S
+    j.gp = 1
+    j.ng = 0
     if layout == PLANES:
         j.nseg = (j.S + SEG - 1) // SEG if j.S > 0 else 0
+        if 0 < j.S and 2 * j.S <= FDL_NB_BLOCK:
+            # small planes: gp planes of a channel per item and statistics block
+            j.gp = FDL_NB_BLOCK // j.S
+            j.ng = (j.N + j.gp - 1) // j.gp
+            return j.C * j.ng
         return j.N * j.C * j.nseg
     j.rpc = ROW_ITEM_ELEMENTS // (j.C if j.C > 0 else 1)
     rb = fdl_nb_rows_block(j.C)
@@ -344,7 +409,9 @@ cdef Py_ssize_t _bn_setup(BNJob *j, int layout, tuple v, bint f32):
 
 
 cdef Py_ssize_t _slots_per_channel(const BNJob *j) noexcept:
-    return j.N * j.nseg if j.layout == PLANES else (j.R + j.rpc - 1) // j.rpc
+    if j.layout == PLANES:
+        return j.ng if j.gp > 1 else j.N * j.nseg
+    return (j.R + j.rpc - 1) // j.rpc
 
 
 # --------------------------------------------------------------------------------------
