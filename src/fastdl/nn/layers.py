@@ -11,6 +11,7 @@ Weights use the cheat sheet's layout: ``Linear.weight`` is ``(in_features, out_f
 ``(out_channels, in_channels / groups, kh, kw)`` as PyTorch.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -450,7 +451,7 @@ class Flatten(Module):
         self._cache = x.shape
         if nd == 0:
             return x.reshape(1)
-        return x.reshape(x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:])
+        return x.reshape(x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
 
     def backward(self, dy):
         shape = self._cached()
