@@ -14,6 +14,12 @@ Classes over a list of parameter arrays, updated in place by ``step(grads)``:
 The exact formulas (in the arrays' dtype, constants rounded from double) are in
 ``include/fastdl/optim.h``. Arrays updated in place must not share memory with any other
 argument of the call (``g`` that is ``w`` raises ValueError).
+
+The classes also take CUDA device arrays (anything with ``__cuda_array_interface__``: CuPy,
+PyTorch CUDA tensors, fastdl.cuda.DeviceArray) as parameters: the state is then kept in device
+arrays of the same kind and ``step`` updates every parameter with one multi-tensor kernel
+launch per dtype (fastdl._ext._cuda._OptimGPU); ``state_dict`` returns NumPy copies and
+``load_state_dict`` copies NumPy values back to the device.
 """
 
 import numpy as np
@@ -34,6 +40,22 @@ _ATTR = {"lr": "lr", "momentum": "mu", "beta": "mu", "weight_decay": "wd", "beta
          "beta2": "b2", "eps": "eps"}
 
 
+def _is_device(x):
+    return not isinstance(x, np.ndarray) and hasattr(x, "__cuda_array_interface__")
+
+
+def _gpu_engine(params, op, func):
+    """The GPU engine over device parameters (RuntimeError when fastdl has no CUDA build)."""
+    try:
+        from fastdl._ext import _cuda
+    except ImportError:
+        raise RuntimeError(
+            f"fastdl.optim.{func}: got CUDA device arrays, but this build of fastdl has no "
+            f"CUDA extension (rebuild with FASTDL_CUDA=1 and the CUDA toolkit), or pass NumPy "
+            f"arrays") from None
+    return _cuda._OptimGPU(params, op, func)
+
+
 class _Base(_Optimizer):
     """state_dict / load_state_dict / zero_state shared by the optimisers.
 
@@ -45,21 +67,70 @@ class _Base(_Optimizer):
 
     _state_names = ()
     _hyper = ()
+    _gpu = None        # the device engine when the parameters are CUDA device arrays
+
+    def _setup(self, params, op, func):
+        if not isinstance(params, np.ndarray) and not _is_device(params):
+            try:
+                params = list(params)
+            except TypeError:
+                pass          # _Optimizer._setup raises the CPU's TypeError
+        if _is_device(params):
+            params = [params]
+        if isinstance(params, list) and params and _is_device(params[0]):
+            self._gpu = _gpu_engine(params, op, func)
+            self.t = 0
+            # an instance attribute: the CPU path keeps calling _Optimizer.step directly
+            self.step = self._gpu_step
+            return
+        _Optimizer._setup(self, params, op, func)
+
+    @property
+    def params(self):
+        """The parameter arrays, in order (a tuple)."""
+        if self._gpu is not None:
+            return self._gpu.params
+        return _Optimizer.params.__get__(self, type(self))
+
+    @property
+    def _state(self):
+        if self._gpu is not None:
+            return self._gpu.state
+        return _Optimizer._state.__get__(self, type(self))
+
+    def _gpu_step(self, grads):
+        """step() of device parameters: one multi-tensor launch per dtype."""
+        if isinstance(grads, np.ndarray) or _is_device(grads):
+            grads = (grads,)
+        if not isinstance(grads, (list, tuple)):
+            raise TypeError(f"fastdl.optim.step: grads must be a list of arrays, got "
+                            f"{type(grads).__name__}")
+        t = self.t + 1
+        self._gpu.step(grads, self.lr, self.wd, self.mu, self.b1, self.b2, self.eps,
+                       self.decoupled, t)
+        self.t = t
 
     def zero_state(self):
         """Zero every state array and the step count (the parameters are left alone)."""
-        for arrays in self._state:
-            for a in arrays:
-                a.fill(0)
+        if self._gpu is not None:
+            self._gpu.zero_state()
+        else:
+            for arrays in self._state:
+                for a in arrays:
+                    a.fill(0)
         self.t = 0
 
     def state_dict(self):
         d = {"t": int(self.t)}
         for name in self._hyper:
             d[name] = float(getattr(self, name))
-        for name, arrays in zip(self._state_names, self._state):
+        if self._gpu is not None:
+            state = self._gpu.state_to_host()      # fresh NumPy copies
+        else:
+            state = [[a.copy() for a in arrays] for arrays in self._state]
+        for name, arrays in zip(self._state_names, state):
             for i, a in enumerate(arrays):
-                d[f"{name}.{i}"] = a.copy()
+                d[f"{name}.{i}"] = a
         return d
 
     def load_state_dict(self, d):
@@ -82,16 +153,26 @@ class _Base(_Optimizer):
                 raise ValueError(f"{func}: {name} must be a number, got {d[name]!r}")
             hyper[name] = float(value)
         self._check(hyper)
+        if self._gpu is not None:
+            meta = self._gpu.state_meta()
+        else:
+            meta = [[(a.shape, a.dtype) for a in arrays] for arrays in self._state]
         new = []
-        for name, arrays in zip(self._state_names, self._state):
-            for i, a in enumerate(arrays):
+        for name, arrays in zip(self._state_names, meta):
+            row = []
+            for i, (shape, dtype) in enumerate(arrays):
                 src = np.asarray(d[f"{name}.{i}"])
-                if src.shape != a.shape or src.dtype != a.dtype:
+                if src.shape != shape or src.dtype != dtype:
                     raise ValueError(f"{func}: {name}.{i} has shape {src.shape} and dtype "
-                                     f"{src.dtype}, expected {a.shape} and {a.dtype}")
-                new.append((a, src))
-        for a, src in new:
-            np.copyto(a, src)
+                                     f"{src.dtype}, expected {shape} and {dtype}")
+                row.append(src)
+            new.append(row)
+        if self._gpu is not None:
+            self._gpu.load_state(new)
+        else:
+            for arrays, row in zip(self._state, new):
+                for a, src in zip(arrays, row):
+                    np.copyto(a, src)
         for name, value in hyper.items():
             setattr(self, _ATTR[name], value)
         self.t = int(t)
