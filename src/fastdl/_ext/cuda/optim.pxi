@@ -455,7 +455,8 @@ cdef class _OptimGPU:
         self._his = [x[1] for x in iv]
         self._ord = [x[2] for x in iv]
 
-    cdef int _ensure_state(self) except -1:
+    cdef int _ensure_state(self, uintptr_t stream) except -1:
+        """Allocate and zero the state on `stream` (the stream of the first update)."""
         cdef DevArr p, s
         cdef Py_ssize_t i, k
         if self._state is not None:
@@ -466,9 +467,9 @@ cdef class _OptimGPU:
             objs, vs = [], []
             for i in range(len(self._pv)):
                 p = <DevArr>self._pv[i]
-                obj = _alloc_same_kind(p.obj, p.shape, p.dtype, p.stream)
+                obj = _alloc_same_kind(p.obj, p.shape, p.dtype, stream)
                 s = dev_view(obj, self._func, "state")
-                s.stream = p.stream
+                s.stream = stream
                 check(fdl_cuda_memset(<void *>s.ptr, 0, s.size * s.itemsize,
                                       <void *>s.stream), self._func)
                 objs.append(obj)
@@ -482,7 +483,7 @@ cdef class _OptimGPU:
     @property
     def state(self):
         """state[k][i]: state array k (momentum buffer / v / m, v) of parameter i."""
-        self._ensure_state()
+        self._ensure_state(self._stream)
         return self._state
 
     cdef int _check_grad(self, DevArr g, Py_ssize_t i) except -1:
@@ -513,7 +514,10 @@ cdef class _OptimGPU:
             self._check_grad(g, i)
             gs.append(g)
         require_device(func)
-        self._ensure_state()
+        if n:
+            # the caller's stream now: the one the gradients name
+            self._stream = (<DevArr>gs[0]).stream
+        self._ensure_state(self._stream)
         groups = [[self._pv[i], gs[i]] + [vs[i] for vs in self._sv] for i in range(n)]
         if self._op == FDL_CUDA_OPT_ADAM:
             _optim_adam_hp(&h, lr, b1, b2, eps, wd, decoupled, t)
@@ -533,8 +537,8 @@ cdef class _OptimGPU:
             return          # not allocated yet: zeros when it is
         for vs in self._sv:
             for s in vs:
-                check(fdl_cuda_memset(<void *>s.ptr, 0, s.size * s.itemsize, <void *>s.stream),
-                      "optim.zero_state")
+                check(fdl_cuda_memset(<void *>s.ptr, 0, s.size * s.itemsize,
+                                      <void *>self._stream), "optim.zero_state")
 
     def state_meta(self):
         """[[(shape, numpy dtype) of state array k of parameter i, ...] for each k]"""
@@ -545,20 +549,22 @@ cdef class _OptimGPU:
     def state_to_host(self):
         """NumPy copies of the state arrays, [k][i]."""
         cdef DevArr s
-        self._ensure_state()
+        self._ensure_state(self._stream)
+        # the updates ran on self._stream, whatever stream the state arrays report
+        check(fdl_cuda_stream_sync(<void *>self._stream), "optim.state_dict")
         return [[to_host(s.obj) for s in vs] for vs in self._sv]
 
     def load_state(self, list arrays):
         """Copy NumPy arrays ([k][i], already checked against state_meta) into the state."""
         cdef DevArr s
         cdef cnp.ndarray src
-        self._ensure_state()
+        self._ensure_state(self._stream)
         for vs, srcs in zip(self._sv, arrays):
             for s, a in zip(vs, srcs):
                 src = np.ascontiguousarray(a, dtype=_CODE_NUMPY[s.dtype])
                 if s.size:
                     check(fdl_cuda_memcpy(<void *>s.ptr, cnp.PyArray_DATA(src),
-                                          s.size * s.itemsize, 1, <void *>s.stream),
+                                          s.size * s.itemsize, 1, <void *>self._stream),
                           "optim.load_state_dict")
 
 
