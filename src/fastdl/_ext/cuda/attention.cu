@@ -575,6 +575,9 @@ struct BwdKV {
             gemm_nn<T, RPT, OC, BQ>(dk, dSt, LDP, Qs, LDD, tx, ty);
             sy.bar();                   // tiles free for the next query tile
         }
+        // no query tile at all (is_causal, keys past every query): K and V's copies were
+        // never waited for, and a block must not exit with copies into its shared memory
+        sy.template wait<0>();
 
         T *dkr = reinterpret_cast<T *>(a.dk);
         T *dvr = reinterpret_cast<T *>(a.dv);
@@ -677,6 +680,7 @@ struct BwdQ {
             gemm_nn<T, RPT, OC, BK>(dq, dSs, LDP, Ks, LDD, tx, ty);
             sy.bar();                   // K, V and dS free for the next key tile
         }
+        sy.template wait<0>();          // Q and dO's copies, when there was no key tile
 
         T *dqr = reinterpret_cast<T *>(a.dq);
         const bool vq = (a.E * (int64_t)sizeof(T)) % 16 == 0 && (reinterpret_cast<uintptr_t>(dqr) & 15) == 0;

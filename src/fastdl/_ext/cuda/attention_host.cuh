@@ -2,14 +2,17 @@
  * The host execution of attention.cu's block functions, for the test shims: one host thread
  * per CUDA thread of a block, the blocks of a grid one after another. __syncthreads is a
  * barrier of the block's threads, a warp shuffle a write to an exchange buffer between two
- * barriers of the warp's threads, cp.async a plain copy. Shared memory is refilled with NaN
- * bytes before every block, so a kernel that reads shared memory it did not write shows it;
- * the threads really run concurrently, so a missing barrier shows as wrong or varying
- * results. Included by attention.cu only (it uses fdl_attn::NT and Params).
+ * barriers of the warp's threads. cp.async copies are queued and land as late as the device
+ * allows, at the cp.async.wait_group that covers their group: a read before its wait sees
+ * the old contents. Shared memory is refilled with NaN bytes before every block (a read of
+ * memory the kernel did not write shows), with guard bytes past the kernel's declared size
+ * that must stay untouched; the threads really run concurrently, so a missing barrier shows
+ * as wrong or varying results. Included by attention.cu only (uses fdl_attn::NT).
  */
 #ifndef FASTDL_CUDA_ATTENTION_HOST_CUH
 #define FASTDL_CUDA_ATTENTION_HOST_CUH
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -59,6 +62,8 @@ static_assert(NT == 128, "HostBlock's warp barriers are written for 4 warps");
 struct HostSync {
     HostBlock *c;
     int tid;
+    // this thread's cp.async copies: committed groups (oldest first), then the open group
+    std::vector<std::vector<std::pair<void *, const void *>>> groups{1};
 
     void bar() { c->block.wait(); }
 
@@ -72,10 +77,19 @@ struct HostSync {
         w.wait();       // the partner has read this thread's slot before it is reused
     }
 
-    void cp16(void *dst, const void *src) { memcpy(dst, src, 16); }
-    void commit() {}
+    void cp16(void *dst, const void *src) { groups.back().emplace_back(dst, src); }
+    void commit() { groups.emplace_back(); }
+
     template <int N>
-    void wait() {}
+    void wait() {
+        while (groups.size() - 1 > (size_t)N) {
+            for (auto &c : groups.front()) memcpy(c.first, c.second, 16);
+            groups.erase(groups.begin());
+        }
+    }
+
+    // the block's end: a copy still pending was never waited for (a kernel bug)
+    bool drained() const { return groups.size() == 1 && groups.back().empty(); }
 };
 
 struct HostExec {
@@ -88,18 +102,26 @@ struct HostExec {
         struct alignas(16) Chunk {
             unsigned char b[16];
         };
+        constexpr size_t GUARD = 256;
         try {
-            std::vector<Chunk> mem((size_t)(K::smem() + 15) / 16 + 1);
+            const size_t declared = (size_t)K::smem();
+            std::vector<Chunk> mem((declared + GUARD + 15) / 16);
             unsigned char *smem = mem[0].b;
             const size_t bytes = mem.size() * sizeof(Chunk);
             HostBlock ctx;
+            std::atomic<bool> fault{false};
             auto body = [&](int tid) {
                 HostSync sy{&ctx, tid};
                 for (int64_t bid = 0; bid < grid; ++bid) {
                     if (tid == 0) memset(smem, 0xff, bytes);     // NaN in every float slot
                     sy.bar();
                     K::block(p, bid, grid, tid, smem, sy);
+                    if (!sy.drained()) fault = true;
                     sy.bar();
+                    if (tid == 0) {
+                        for (size_t i = declared; i < bytes; ++i)
+                            if (smem[i] != 0xff) fault = true;
+                    }
                 }
             };
             std::vector<std::thread> threads;
@@ -115,6 +137,7 @@ struct HostExec {
                 err = (int)cudaErrorMemoryAllocation;
             }
             for (auto &t : threads) t.join();
+            if (!err && fault) err = (int)cudaErrorIllegalAddress;
             return err;
         } catch (...) {
             return (int)cudaErrorMemoryAllocation;
