@@ -275,6 +275,14 @@ inline BNGeom bn_geom(int64_t N, int64_t C, int64_t S)
 // ------------------------------------------------------------------------------------------
 // per-thread accumulators of the statistics walks
 
+// 1/n for a chunk's count (a select chain, not a division: the double division's slow
+// path made the statistics kernels spill)
+NORM_HD double rcp_small(int n)
+{
+    return n == 8 ? 0.125 : n == 7 ? 1.0 / 7.0 : n == 6 ? 1.0 / 6.0 : n == 5 ? 0.2
+         : n == 4 ? 0.25 : n == 3 ? 1.0 / 3.0 : n == 2 ? 0.5 : 1.0;
+}
+
 // shifted sums about the mean of the first chunk (see the top of the file)
 struct MomAcc {
     double k, s1, s2, n;
@@ -287,7 +295,7 @@ struct MomAcc {
 #pragma unroll
             for (int i = 0; i < CH; ++i)
                 if (i < cnt) s += (double)x[i];
-            k = s / (double)cnt;
+            k = s * rcp_small(cnt);   // any shift near the chunk's mean will do
         }
 #pragma unroll
         for (int i = 0; i < CH; ++i) {
@@ -679,9 +687,10 @@ inline LNColGeom ln_col_geom(int64_t R, int64_t D)
 
 #ifdef __CUDACC__
 
-// (NT, 4): at most 64 registers, so 4 blocks (32 warps) per SM keep loads in flight
+// (NT, 4): at most 64 registers, so 4 blocks (32 warps) per SM keep loads in flight; the
+// backward walk holds x and dy chunks (16 doubles), (NT, 3) keeps it from spilling
 template <typename T, bool VEC, bool BWD>
-__global__ void __launch_bounds__(NT, 4)
+__global__ void __launch_bounds__(NT, BWD ? 3 : 4)
 bn_stats_planes(const T *__restrict__ x, const T *__restrict__ dy, const T *__restrict__ mean,
                 BNGeom g, double *__restrict__ part)
 {
@@ -697,7 +706,7 @@ bn_stats_planes(const T *__restrict__ x, const T *__restrict__ dy, const T *__re
 }
 
 template <typename T, bool BWD>
-__global__ void __launch_bounds__(32 * TY, 4)
+__global__ void __launch_bounds__(32 * TY, BWD ? 3 : 4)
 bn_stats_rows(const T *__restrict__ x, const T *__restrict__ dy, const T *__restrict__ mean,
               BNGeom g, double *__restrict__ part)
 {
