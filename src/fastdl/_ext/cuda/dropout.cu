@@ -56,13 +56,13 @@ FDL_CU_HD void do_block(const DoKernel<T> &k, int64_t b) {
     bool keep[4] = {false, false, false, false};
     int64_t xo[4] = {0, 0, 0, 0}, mo[4] = {0, 0, 0, 0};
     if (PATH == DO_FLAT) {
-#pragma unroll
+        FDL_CU_UNROLL
         for (int e = 0; e < 4; ++e) {
             xo[e] = i0 + e;
             mo[e] = i0 + e;
         }
     } else {
-#pragma unroll
+        FDL_CU_UNROLL
         for (int e = 0; e < 4; ++e) {
             if (e < cnt) {
                 int64_t off[2];
@@ -74,49 +74,49 @@ FDL_CU_HD void do_block(const DoKernel<T> &k, int64_t b) {
     }
     if (PATH == DO_FLAT && full && k.x_pack) {
         Quad<T> q = *reinterpret_cast<const Quad<T> *>(k.x + i0);
-#pragma unroll
+        FDL_CU_UNROLL
         for (int e = 0; e < 4; ++e)
             xv[e] = q.v[e];
     } else {
-#pragma unroll
+        FDL_CU_UNROLL
         for (int e = 0; e < 4; ++e)
             if (e < cnt)
                 xv[e] = k.x[xo[e]];
     }
     if (k.mode == FDL_CU_DROPOUT_FWD) {
         if (k.thr > 0xFFFFFFFFull) {
-#pragma unroll
+            FDL_CU_UNROLL
             for (int e = 0; e < 4; ++e)
                 keep[e] = false;
         } else {
             FdlCuPhilox w = fdl_cu_philox_block(k.seed, (uint64_t)b);
-#pragma unroll
+            FDL_CU_UNROLL
             for (int e = 0; e < 4; ++e)
                 keep[e] = w.w[e] >= (uint32_t)k.thr;
         }
     } else if (PATH == DO_FLAT && full && k.m_in4) {
         uint32_t m = *reinterpret_cast<const uint32_t *>(k.mask_in + i0);
-#pragma unroll
+        FDL_CU_UNROLL
         for (int e = 0; e < 4; ++e)   /* byte e is element i0 + e (little-endian) */
             keep[e] = ((m >> (8 * e)) & 0xFFu) != 0;
     } else {
-#pragma unroll
+        FDL_CU_UNROLL
         for (int e = 0; e < 4; ++e)
             if (e < cnt)
                 keep[e] = k.mask_in[mo[e]] != 0;
     }
     T yv[4];
-#pragma unroll
+    FDL_CU_UNROLL
     for (int e = 0; e < 4; ++e)
         yv[e] = keep[e] ? xv[e] * k.scale : (T)0;
     if (full && k.y_pack) {
         Quad<T> q;
-#pragma unroll
+        FDL_CU_UNROLL
         for (int e = 0; e < 4; ++e)
             q.v[e] = yv[e];
         *reinterpret_cast<Quad<T> *>(k.y + i0) = q;
     } else {
-#pragma unroll
+        FDL_CU_UNROLL
         for (int e = 0; e < 4; ++e)
             if (e < cnt)
                 k.y[i0 + e] = yv[e];
@@ -124,12 +124,12 @@ FDL_CU_HD void do_block(const DoKernel<T> &k, int64_t b) {
     if (k.mask_out) {
         if (full && k.m_out4) {
             uint32_t m = 0;
-#pragma unroll
+            FDL_CU_UNROLL
             for (int e = 0; e < 4; ++e)
                 m |= (uint32_t)keep[e] << (8 * e);
             *reinterpret_cast<uint32_t *>(k.mask_out + i0) = m;
         } else {
-#pragma unroll
+            FDL_CU_UNROLL
             for (int e = 0; e < 4; ++e)
                 if (e < cnt)
                     k.mask_out[i0 + e] = (unsigned char)keep[e];

@@ -57,7 +57,7 @@ struct EwWalk {
 template <int OP, typename T, int NIN>
 FDL_CU_HD Pack<T> ew_pack_apply(const Pack<T> (&in)[NIN], T p) {
     Pack<T> o;
-#pragma unroll
+    FDL_CU_UNROLL
     for (int e = 0; e < 16 / (int)sizeof(T); ++e)
         o.v[e] = fdl_cu_ew_apply<OP>(in[0].v[e], in[NIN - 1].v[e], p);   /* unary: b unused */
     return o;
@@ -65,12 +65,12 @@ FDL_CU_HD Pack<T> ew_pack_apply(const Pack<T> (&in)[NIN], T p) {
 
 template <typename T, int NIN>
 FDL_CU_HD void ew_pack_load(const EwFlat<T, NIN> &k, int64_t i, Pack<T> (&in)[NIN]) {
-#pragma unroll
+    FDL_CU_UNROLL
     for (int j = 0; j < NIN; ++j) {
         if (k.src[j]) {
             in[j] = *reinterpret_cast<const Pack<T> *>(k.src[j] + i);
         } else {
-#pragma unroll
+            FDL_CU_UNROLL
             for (int e = 0; e < 16 / (int)sizeof(T); ++e)
                 in[j].v[e] = k.scalar[j];
         }
@@ -117,7 +117,7 @@ FDL_CU_HD void ew_walk_body(const EwWalk<T, NIN> &k, int64_t tid, int64_t nth) {
     const int64_t n = k.f.n;
     for (int64_t i0 = tid; i0 < n; i0 += U * nth) {
         T a[U], b[U];
-#pragma unroll
+        FDL_CU_UNROLL
         for (int u = 0; u < U; ++u) {
             int64_t i = i0 + u * nth;
             if (i < n) {
@@ -127,7 +127,7 @@ FDL_CU_HD void ew_walk_body(const EwWalk<T, NIN> &k, int64_t tid, int64_t nth) {
                 b[u] = k.f.src[NIN - 1] ? k.f.src[NIN - 1][off[NIN - 1]] : k.f.scalar[NIN - 1];
             }
         }
-#pragma unroll
+        FDL_CU_UNROLL
         for (int u = 0; u < U; ++u) {
             int64_t i = i0 + u * nth;
             if (i < n)

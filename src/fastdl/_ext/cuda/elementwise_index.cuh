@@ -21,6 +21,16 @@
 #define FDL_CU_HD __host__ __device__ __forceinline__
 #endif
 
+/* #pragma unroll for the device pass only: the host pass of these __host__ __device__
+   bodies (the test shims) would warn about an unknown pragma under -Wall */
+#ifndef FDL_CU_UNROLL
+#ifdef __CUDA_ARCH__
+#define FDL_CU_UNROLL _Pragma("unroll")
+#else
+#define FDL_CU_UNROLL
+#endif
+#endif
+
 /* n / d for 32-bit n and 1 <= d < 2^32: q = (mulhi(n, m) + n) >> s, the sum in 64 bits so it
    cannot wrap. With s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1 this is exact for
    every 32-bit n (the test shim checks it against plain division, edges included). */
