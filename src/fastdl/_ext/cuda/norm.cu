@@ -38,6 +38,12 @@
 #include "norm.h"
 
 #define NORM_HD __host__ __device__ inline
+// unrolling hints for the device pass only (the host compiler does not know the pragma)
+#ifdef __CUDA_ARCH__
+#define NORM_UNROLL _Pragma("unroll")
+#else
+#define NORM_UNROLL
+#endif
 
 namespace fdl_norm {
 
@@ -185,10 +191,10 @@ template <typename T, int V> NORM_HD void loadv(const T *p, T (&v)[V])
     } else {
         constexpr int PK = pack_width<T>();
         const Pack<T> *q = reinterpret_cast<const Pack<T> *>(p);
-#pragma unroll
+NORM_UNROLL
         for (int j = 0; j < V / PK; ++j) {
             Pack<T> pk = q[j];
-#pragma unroll
+NORM_UNROLL
             for (int u = 0; u < PK; ++u) v[j * PK + u] = pk.v[u];
         }
     }
@@ -200,10 +206,10 @@ template <typename T, int V> NORM_HD void storev(T *p, const T (&v)[V])
     } else {
         constexpr int PK = pack_width<T>();
         Pack<T> *q = reinterpret_cast<Pack<T> *>(p);
-#pragma unroll
+NORM_UNROLL
         for (int j = 0; j < V / PK; ++j) {
             Pack<T> pk;
-#pragma unroll
+NORM_UNROLL
             for (int u = 0; u < PK; ++u) pk.v[u] = v[j * PK + u];
             q[j] = pk;
         }
@@ -292,12 +298,12 @@ struct MomAcc {
         if (cnt <= 0) return;
         if (n == 0.0) {
             double s = 0.0;
-#pragma unroll
+NORM_UNROLL
             for (int i = 0; i < CH; ++i)
                 if (i < cnt) s += (double)x[i];
             k = s * rcp_small(cnt);   // any shift near the chunk's mean will do
         }
-#pragma unroll
+NORM_UNROLL
         for (int i = 0; i < CH; ++i) {
             if (i < cnt) {
                 double d = (double)x[i] - k;
@@ -328,7 +334,7 @@ template <typename T> struct DSumAcc {
     NORM_HD void init() { a = 0.0; b = 0.0; }
     NORM_HD void add(const T (&x)[CH], const T (&dy)[CH], int cnt)
     {
-#pragma unroll
+NORM_UNROLL
         for (int i = 0; i < CH; ++i) {
             if (i < cnt) {
                 a += (double)dy[i];
@@ -370,7 +376,7 @@ NORM_HD void load_chunk(const T *p, int64_t base, int64_t S, int64_t s, int64_t 
     if (VEC) {
         loadv<T, CH>(p + base, v);
     } else {
-#pragma unroll
+NORM_UNROLL
         for (int i = 0; i < CH; ++i) {
             if (i < cnt) {
                 int64_t off = s + i < S ? base + i : base + ps - S + i;
@@ -423,7 +429,7 @@ NORM_HD void rows_thread(const T *x, const T *dy, const BNGeom &g, int64_t j, in
     for (int64_t r = r0 + ty; r < r1; r += (int64_t)TY * CH) {
         T xv[CH], dv[CH];
         int cnt = 0;
-#pragma unroll
+NORM_UNROLL
         for (int u = 0; u < CH; ++u) {
             const int64_t rr = r + (int64_t)u * TY;
             if (rr < r1) {
@@ -528,11 +534,11 @@ NORM_HD void bn_apply_vec(const T *x, const T *dy, T *out, int64_t iv, int64_t s
         T dv[V];
         loadv<T, V>(dy + iv * V, dv);
         const T mc = m[c], kc = a[c], pc = b[c], qc = q[c];
-#pragma unroll
+NORM_UNROLL
         for (int u = 0; u < V; ++u) r[u] = bn_dx(xv[u], dv[u], mc, kc, pc, qc);
     } else {
         const T mc = m[c], ac = a[c], bc = b[c];
-#pragma unroll
+NORM_UNROLL
         for (int u = 0; u < V; ++u) r[u] = bn_affine(xv[u], mc, ac, bc);
     }
     storev<T, V>(out + iv * V, r);
@@ -555,7 +561,7 @@ template <typename T, int V> NORM_HD double ln_sum_thread(const T *xr, int64_t n
     for (int64_t iv = lane; iv < nv; iv += tpr) {
         T v[V];
         loadv<T, V>(xr + iv * V, v);
-#pragma unroll
+NORM_UNROLL
         for (int u = 0; u < V; ++u) s += (double)v[u];
     }
     return s;
@@ -568,7 +574,7 @@ NORM_HD double ln_sq_thread(const T *xr, int64_t nv, int lane, int tpr, double m
     for (int64_t iv = lane; iv < nv; iv += tpr) {
         T v[V];
         loadv<T, V>(xr + iv * V, v);
-#pragma unroll
+NORM_UNROLL
         for (int u = 0; u < V; ++u) {
             double d = (double)v[u] - mean;
             q += d * d;
@@ -584,7 +590,7 @@ NORM_HD void ln_write_thread(const T *xr, T *yr, const T *g, const T *b, int64_t
     for (int64_t iv = lane; iv < nv; iv += tpr) {
         T v[V], r[V];
         loadv<T, V>(xr + iv * V, v);
-#pragma unroll
+NORM_UNROLL
         for (int u = 0; u < V; ++u) r[u] = ln_y(v[u], mu, inv, g, b, iv * V + u);
         storev<T, V>(yr + iv * V, r);
     }
@@ -601,7 +607,7 @@ NORM_HD Sum2 ln_bsum_thread(const T *xr, const T *dr, const T *g, int64_t nv, in
         T xv[V], dv[V];
         loadv<T, V>(xr + iv * V, xv);
         loadv<T, V>(dr + iv * V, dv);
-#pragma unroll
+NORM_UNROLL
         for (int u = 0; u < V; ++u) {
             const T uu = g ? dv[u] * g[iv * V + u] : dv[u];
             s.a += (double)uu;
@@ -628,7 +634,7 @@ NORM_HD void ln_bwrite_thread(const T *xr, const T *dr, T *outr, const T *g, int
         T xv[V], dv[V], r[V];
         loadv<T, V>(xr + iv * V, xv);
         loadv<T, V>(dr + iv * V, dv);
-#pragma unroll
+NORM_UNROLL
         for (int u = 0; u < V; ++u) r[u] = ln_dx(xv[u], dv[u], mu, inv, c1, c2, g, iv * V + u);
         storev<T, V>(outr + iv * V, r);
     }

@@ -22,6 +22,12 @@
 #include "optim.h"
 
 #define OPT_HD __host__ __device__ inline
+// unrolling hints for the device pass only (the host compiler does not know the pragma)
+#ifdef __CUDA_ARCH__
+#define OPT_UNROLL _Pragma("unroll")
+#else
+#define OPT_UNROLL
+#endif
 
 namespace fdl_optim {
 
@@ -125,7 +131,7 @@ OPT_HD void chunk_thread(T *w, const T *g, T *s1, T *s2, int64_t len, int tid, i
             Pack<T> p1, p2;
             if (NP >= 3) p1 = reinterpret_cast<Pack<T> *>(s1)[iv];
             if (NP >= 4) p2 = reinterpret_cast<Pack<T> *>(s2)[iv];
-#pragma unroll
+OPT_UNROLL
             for (int u = 0; u < PK; ++u) {
                 T a = T(0), b = T(0);
                 if (NP >= 3) a = p1.v[u];
