@@ -343,6 +343,28 @@ def test_host_many_batch_dimensions(dtype, rng):
     _check_backward(host_bwd, q, k, v, dtype, attn_mask=mask, is_causal=True)
 
 
+@pytest.mark.parametrize("where", ["head", "tail"])
+def test_host_reads_stay_in_bounds(where, dtype, rng):
+    """Every operand at the head (or tail) of a NaN-filled buffer: a read past its end (or
+    before its start) would put NaN into the results."""
+    def placed(a):
+        buf = np.full(a.size + 257, np.nan, a.dtype)
+        part = buf[:a.size] if where == "head" else buf[257:]
+        part[...] = a.reshape(-1)
+        return part.reshape(a.shape)
+
+    for L, S, E, Ev in ((7, 9, 5, 3), (65, 33, 40, 72), (9, 17, 130, 129)):
+        q, k, v = _qkv(rng, dtype, (2,), L, S, E, Ev)
+        mask = rng.standard_normal((L, S)).astype(dtype)
+        out, lse = cpu_sdpa(q, k, v, attn_mask=mask, is_causal=True, return_lse=True)
+        do = rng.standard_normal(out.shape).astype(dtype)
+        args = [placed(a) for a in (do, q, k, v, out, lse)]
+        o, l = host_fwd(*args[1:4], attn_mask=placed(mask), is_causal=True, return_lse=True)
+        g = host_bwd(*args, attn_mask=placed(mask), is_causal=True)
+        assert not any(np.isnan(x).any() for x in (o, l) + tuple(g))
+        _close(o, out, dtype, S)
+
+
 def test_host_is_deterministic(rng):
     q, k, v = _qkv(rng, np.float32, (2,), 70, 90, 24, 24)
     a = host_fwd(q, k, v, return_lse=True)
