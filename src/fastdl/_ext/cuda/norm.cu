@@ -12,8 +12,9 @@
  *
  * batch_norm statistics (x seen as (N, C, S)):
  *   planes (S >= 32): block (channel c, part k) walks a contiguous range of the channel's
- *     N*S values in (n, s) order, 8 consecutive values per thread per step (two 16-byte
- *     loads when S % 8 == 0 and x is aligned); warps read whole plane segments.
+ *     N*S values in (n, s) order, 8 consecutive values per thread per step (16-byte loads
+ *     when S is a multiple of 4 float32 / 2 float64 and x is aligned); warps read whole
+ *     plane segments.
  *   rows (S < 32): x is (N, W = C*S) and block (column tile, row split) gives each of 32
  *     threads a column (a warp reads 128 contiguous bytes of a row) and 8 row phases.
  *   A thread keeps shifted sums in double, s1 = sum(x - K) and s2 = sum((x - K)^2), with K
@@ -368,13 +369,27 @@ template <typename T> struct AccOf<T, true> {
 };
 
 // CH values from element (n, s) of channel c on: at base, crossing into plane n + 1 past S
-// (S >= 32 > CH, so at most once); VEC: S % CH == 0 and aligned, no crossing
+// (S >= 32 > CH, so at most once). VEC: S is a multiple of the 16-byte pack and p aligned,
+// so packs never straddle planes: pack by pack, the crossing decided per pack.
 template <typename T, bool VEC>
 NORM_HD void load_chunk(const T *p, int64_t base, int64_t S, int64_t s, int64_t ps, int cnt,
                         T (&v)[CH])
 {
     if (VEC) {
-        loadv<T, CH>(p + base, v);
+        constexpr int PK = pack_width<T>();
+        NORM_UNROLL
+        for (int j = 0; j < CH / PK; ++j) {
+            T pk[PK];
+            if (j * PK < cnt) {
+                const int64_t off = s + j * PK < S ? base + j * PK : base + ps - S + j * PK;
+                loadv<T, PK>(p + off, pk);
+            } else {
+                NORM_UNROLL
+                for (int u = 0; u < PK; ++u) pk[u] = T(0);
+            }
+            NORM_UNROLL
+            for (int u = 0; u < PK; ++u) v[j * PK + u] = pk[u];
+        }
     } else {
 NORM_UNROLL
         for (int i = 0; i < CH; ++i) {
@@ -909,7 +924,7 @@ int bn_stats(const T *x, const T *dy, const T *mean, const BNGeom &g, double *pa
     typedef AccOf<T, BWD> A;
     typedef typename A::part P;
     const int K = Slots<P>::K;
-    const bool vec = g.S % CH == 0 && aligned16(x) && (!BWD || aligned16(dy));
+    const bool vec = g.S % pack_width<T>() == 0 && aligned16(x) && (!BWD || aligned16(dy));
     if (HOST) {
         P vals[NT > 32 * TY ? NT : 32 * TY];
         if (!g.rows) {
