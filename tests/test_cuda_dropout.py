@@ -332,6 +332,9 @@ def test_signatures_match_the_cpu_functions(name):
 # ======================================================================================
 
 def to_dev(a):
+    a = np.asarray(a)
+    if a.ndim == 0:   # to_device goes through np.ascontiguousarray, which makes 0-d 1-d
+        return DevView(fastdl.cuda.to_device(a.reshape(1)), 0, (), ())
     return fastdl.cuda.to_device(np.ascontiguousarray(a))
 
 
