@@ -49,6 +49,16 @@ def _scales(x, w, b, dy, hp):
     return ys, dxs, dws, dbs
 
 
+@pytest.fixture(params=["gemm", "direct"])
+def grouped_path(request):
+    """Grouped forward convolutions through the lowered GEMMs and through the direct kernel."""
+    previous = _cuda._conv_set_direct_max_channels(0 if request.param == "gemm" else 1 << 30)
+    try:
+        yield request.param
+    finally:
+        _cuda._conv_set_direct_max_channels(previous)
+
+
 @pytest.fixture
 def workspace():
     """A setter for the GPU convolution's workspace cap, restored afterwards."""
@@ -196,7 +206,7 @@ def test_host_dense_grid(dtype, rng, stride, padding, dilation, kernel):
                                                       (3, 1, 2)])
 @pytest.mark.parametrize("N,C,O,groups", [(3, 4, 6, 2), (3, 6, 6, 3), (3, 4, 4, 4),
                                           (3, 3, 6, 3), (5, 8, 4, 2), (1, 6, 6, 3)])
-def test_host_grouped(dtype, rng, stride, padding, dilation, N, C, O, groups):
+def test_host_grouped(dtype, rng, grouped_path, stride, padding, dilation, N, C, O, groups):
     # groups <= images: one call per group over the images; groups > images: one call per
     # image over the groups
     x = random_array(rng, (N, C, 10, 7), dtype)
@@ -209,6 +219,14 @@ def test_host_grouped(dtype, rng, stride, padding, dilation, N, C, O, groups):
 @pytest.mark.parametrize("N,C,O,groups", [(2, 5, 3, 1), (3, 4, 6, 2), (1, 6, 3, 3),
                                           (4, 4, 4, 4)])
 def test_host_pointwise(dtype, rng, N, C, O, groups):
+    previous = _cuda._conv_set_direct_max_channels(0)
+    try:
+        _pointwise(dtype, rng, N, C, O, groups)
+    finally:
+        _cuda._conv_set_direct_max_channels(previous)
+
+
+def _pointwise(dtype, rng, N, C, O, groups):
     x = random_array(rng, (N, C, 5, 7), dtype)
     w = random_array(rng, (O, C // groups, 1, 1), dtype)
     b = random_array(rng, (O,), dtype)
@@ -218,6 +236,19 @@ def test_host_pointwise(dtype, rng, N, C, O, groups):
     counted = _counters(reset=True)
     # forward: min(groups, N) calls, no lowering; backward: the same for dx, one dW call
     assert counted["gemm"] == 2 * min(groups, N) + 1
+
+
+def test_host_direct_kernel_default_bound(rng):
+    # depthwise (1 channel a group) and up to 4 channels a group: no lowering, no GEMM
+    x = random_array(rng, (2, 8, 9, 7), np.float32)
+    b = random_array(rng, (8,), np.float32)
+    for cg, expect in ((1, 0), (4, 0), (8, 1)):
+        w = random_array(rng, (8, cg, 3, 3), np.float32)
+        _cuda._blas_counters(reset=True)
+        y = _cuda._host_conv2d(x, w, b, padding=1, groups=8 // cg)
+        assert _cuda._blas_counters(reset=True)["gemm"] == expect
+        hp = dict(padding=1, groups=8 // cg)
+        assert_close(y, conv2d_ref(x, w, b, **hp), np.float32, scale=_scales(x, w, b, None, hp))
 
 
 @pytest.mark.parametrize("kernel", [(1, 1), (2, 2), (3, 3), (4, 4), (2, 5), (4, 1)])
@@ -406,7 +437,7 @@ def test_gpu_dense_grid(dtype, rng, stride, padding, dilation, kernel):
 @requires_gpu
 @pytest.mark.parametrize("N,C,O,groups,k", [(3, 4, 6, 2, 3), (1, 6, 6, 3, 3), (5, 8, 4, 2, 1),
                                             (4, 32, 32, 32, 3), (2, 5, 3, 1, 1)])
-def test_gpu_grouped_and_pointwise(dtype, rng, N, C, O, groups, k):
+def test_gpu_grouped_and_pointwise(dtype, rng, grouped_path, N, C, O, groups, k):
     x = random_array(rng, (N, C, 10, 7), dtype)
     w = random_array(rng, (O, C // groups, k, k), dtype)
     b = random_array(rng, (O,), dtype)

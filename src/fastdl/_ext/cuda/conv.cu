@@ -81,6 +81,32 @@ __host__ __device__ inline void gather_dy_elem(const T *dy, const fdl_cuda_conv_
     dyc[o * k.ld + nn * k.P + q] = dy[((k.n0 + nn) * g.O + o) * g.Ho * g.Wo + k.oh0 * g.Wo + q];
 }
 
+// Output value (n, o, q) of a grouped convolution, computed directly.
+template <typename T>
+__host__ __device__ inline void direct_pixel(const T *x, const T *w, const T *bias,
+                                             const fdl_cuda_conv_geom &g, int64_t Cg,
+                                             int64_t Og, T *y, int64_t line, int64_t q) {
+    int64_t n = line / g.O, o = line - n * g.O;
+    int64_t r = q / g.Wo;
+    int64_t ih0 = r * g.sh - g.pt, iw0 = (q - r * g.Wo) * g.sw - g.pl;
+    const T *xg = x + (n * g.C + (o / Og) * Cg) * g.H * g.W;
+    const T *wo = w + o * Cg * g.kh * g.kw;
+    T acc = (T)0;
+    for (int64_t c = 0; c < Cg; ++c) {
+        const T *xc = xg + c * g.H * g.W;
+        for (int64_t i = 0; i < g.kh; ++i) {
+            int64_t ih = ih0 + i * g.dh;
+            if (ih < 0 || ih >= g.H) continue;
+            for (int64_t j = 0; j < g.kw; ++j) {
+                int64_t iw = iw0 + j * g.dw;
+                if (iw < 0 || iw >= g.W) continue;
+                acc += xc[ih * g.W + iw] * wo[(c * g.kh + i) * g.kw + j];
+            }
+        }
+    }
+    y[line * g.Ho * g.Wo + q] = bias ? acc + bias[o] : acc;
+}
+
 // The input rows [h0, h1) that col2im visits.
 void col2im_rows(const fdl_cuda_conv_geom &g, const Chunk &k, int accumulate, int64_t *h0,
                  int64_t *h1) {
@@ -136,6 +162,38 @@ __global__ void gather_dy_kernel(const T *__restrict__ dy, fdl_cuda_conv_geom g,
         int64_t nn = line / g.O, o = line - nn * g.O;
         FDL_ALONG(q, k.P) gather_dy_elem(dy, g, k, dyc, nn, o, q);
     }
+}
+
+template <typename T>
+__global__ void direct_kernel(const T *__restrict__ x, const T *__restrict__ w,
+                              const T *__restrict__ bias, fdl_cuda_conv_geom g, int64_t Cg,
+                              int64_t Og, T *__restrict__ y) {
+    FDL_LINES(line, g.N * g.O) {
+        FDL_ALONG(q, g.Ho * g.Wo) direct_pixel(x, w, bias, g, Cg, Og, y, line, q);
+    }
+}
+
+template <typename T>
+int direct_t(const T *x, const T *w, const T *bias, const fdl_cuda_conv_geom &g, int64_t groups,
+             T *y, cudaStream_t st) {
+    int64_t lines = g.N * g.O, len = g.Ho * g.Wo;
+    if (lines <= 0 || len <= 0) return 0;
+    direct_kernel<T><<<line_grid(lines, len), 256, 0, st>>>(x, w, bias, g, g.C / groups,
+                                                           g.O / groups, y);
+    FDL_CUDA_RETURN_LAUNCH();
+}
+
+template <typename T>
+void direct_host_t(const T *x, const T *w, const T *bias, const fdl_cuda_conv_geom &g,
+                   int64_t groups, T *y) {
+    for (int64_t line = 0; line < g.N * g.O; ++line)
+        for (int64_t q = 0; q < g.Ho * g.Wo; ++q)
+            direct_pixel(x, w, bias, g, g.C / groups, g.O / groups, y, line, q);
+}
+
+bool groups_ok(const fdl_cuda_conv_geom *g, int64_t groups) {
+    return g && groups > 0 && g->C % groups == 0 && g->O % groups == 0 && g->sh > 0 &&
+           g->sw > 0 && g->dh > 0 && g->dw > 0;
 }
 
 template <typename T>
@@ -268,4 +326,22 @@ extern "C" int fdl_cuda_conv_gather_dy_host(int dtype, const void *dy, const fdl
     Chunk k = make_chunk(*g, n0, nb, oh0, R);
     FDL_CONV_HOST_DISPATCH(gather_dy_host_t((const float *)dy, *g, k, (float *)dyc),
                            gather_dy_host_t((const double *)dy, *g, k, (double *)dyc));
+}
+
+extern "C" int fdl_cuda_conv_direct(int dtype, const void *x, const void *w, const void *bias,
+                                    const fdl_cuda_conv_geom *g, int64_t groups, void *y,
+                                    void *stream) {
+    if (!groups_ok(g, groups)) return (int)cudaErrorInvalidValue;
+    cudaStream_t st = FDL_CUDA_STREAM(stream);
+    FDL_CONV_DISPATCH(
+        direct_t((const float *)x, (const float *)w, (const float *)bias, *g, groups, (float *)y, st),
+        direct_t((const double *)x, (const double *)w, (const double *)bias, *g, groups, (double *)y, st));
+}
+
+extern "C" int fdl_cuda_conv_direct_host(int dtype, const void *x, const void *w, const void *bias,
+                                         const fdl_cuda_conv_geom *g, int64_t groups, void *y) {
+    if (!groups_ok(g, groups)) return (int)cudaErrorInvalidValue;
+    FDL_CONV_HOST_DISPATCH(
+        direct_host_t((const float *)x, (const float *)w, (const float *)bias, *g, groups, (float *)y),
+        direct_host_t((const double *)x, (const double *)w, (const double *)bias, *g, groups, (double *)y));
 }

@@ -48,6 +48,15 @@ int fdl_cuda_conv_gather_dy(int dtype, const void *dy, const fdl_cuda_conv_geom 
 int fdl_cuda_conv_gather_dy_host(int dtype, const void *dy, const fdl_cuda_conv_geom *g,
                                  int64_t n0, int64_t nb, int64_t oh0, int64_t R, void *dyc);
 
+/* Grouped convolutions with few channels per group (depthwise above all), where lowering
+ * would copy each input value kh*kw times for a GEMM of k = Cg*kh*kw: one thread per output
+ * value, y[n, o] = sum over its group's Cg channels and the taps in (c, i, j) order, plus
+ * bias[o] (bias may be NULL). */
+int fdl_cuda_conv_direct(int dtype, const void *x, const void *w, const void *bias,
+                         const fdl_cuda_conv_geom *g, int64_t groups, void *y, void *stream);
+int fdl_cuda_conv_direct_host(int dtype, const void *x, const void *w, const void *bias,
+                              const fdl_cuda_conv_geom *g, int64_t groups, void *y);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,7 +6,8 @@
 # exceed the workspace): cols (K x nb*P, K = C*kh*kw) = im2col(x), then per group
 # Y[n, g] = W_g @ cols_g[n] as one strided-batched GEMM over the chunk's images (or over the
 # groups, whichever is fewer calls), accumulating onto the bias (beta = 1 after a fill).
-# 1x1 stride-1 unpadded convolutions skip the lowering: x itself is the GEMM operand.
+# 1x1 stride-1 unpadded convolutions skip the lowering: x itself is the GEMM operand;
+# grouped ones with few channels per group (depthwise) run a direct kernel instead.
 # Backward, per chunk: dW_g += dyc_g @ cols_g^T (one GEMM over all groups, chunks added in
 # order: deterministic), dcols_g = W_g^T @ dyc_g into the cols buffer, then col2im gathers
 # dcols into dx (each input pixel sums its own taps: no atomics); db = channel sums of dy.
@@ -32,6 +33,10 @@ cdef extern from "conv.h" nogil:
                                 void *stream)
     int fdl_cuda_conv_gather_dy_host(int dtype, const void *dy, const fdl_cuda_conv_geom *g,
                                      int64_t n0, int64_t nb, int64_t oh0, int64_t R, void *dyc)
+    int fdl_cuda_conv_direct(int dtype, const void *x, const void *w, const void *bias,
+                             const fdl_cuda_conv_geom *g, int64_t groups, void *y, void *stream)
+    int fdl_cuda_conv_direct_host(int dtype, const void *x, const void *w, const void *bias,
+                                  const fdl_cuda_conv_geom *g, int64_t groups, void *y)
 
 import operator as _operator
 
@@ -53,6 +58,21 @@ def _conv_set_workspace_limit(Py_ssize_t nbytes):
 
 def _conv_get_workspace_limit():
     return _conv_workspace
+
+
+# Grouped forward convolutions with at most this many input channels per group run the
+# direct kernel (no lowering): depthwise layers would otherwise copy each input value
+# kh*kw times for GEMMs of k = kh*kw.
+cdef Py_ssize_t _conv_direct_max_cg = 4
+
+
+def _conv_set_direct_max_channels(Py_ssize_t cg):
+    """Test hook: the direct kernel's channels-per-group bound (0: never); returns the
+    previous one."""
+    global _conv_direct_max_cg
+    previous = _conv_direct_max_cg
+    _conv_direct_max_cg = cg
+    return previous
 
 
 # --------------------------------------------------------------------------------------
@@ -215,6 +235,20 @@ cdef int _col2im(_Ctx ctx, DevArr cols, _ConvGeom geo, Py_ssize_t n0, Py_ssize_t
     return check(err, func)
 
 
+cdef int _conv_direct(_Ctx ctx, DevArr x, DevArr w, DevArr bias, _ConvGeom geo, DevArr y,
+                      str func) except -1:
+    cdef int err
+    cdef const void *pb = <const void *>bias.ptr if bias is not None else NULL
+    if ctx.host:
+        with nogil:
+            err = fdl_cuda_conv_direct_host(x.dtype, <const void *>x.ptr, <const void *>w.ptr,
+                                            pb, &geo.g, geo.groups, <void *>y.ptr)
+    else:
+        err = fdl_cuda_conv_direct(x.dtype, <const void *>x.ptr, <const void *>w.ptr, pb,
+                                   &geo.g, geo.groups, <void *>y.ptr, <void *>ctx.stream)
+    return check(err, func)
+
+
 cdef int _gather_dy(_Ctx ctx, DevArr dy, _ConvGeom geo, Py_ssize_t n0, Py_ssize_t nb,
                     Py_ssize_t oh0, Py_ssize_t R, DevArr dyc, str func) except -1:
     cdef int err
@@ -258,6 +292,9 @@ cdef object _conv2d(_Ctx ctx, object x, object w, object b, object stride, objec
     if Y.size == 0:
         return Y.obj
     Bv = _contig(ctx, Bv, func)
+    if C > 0 and G > 1 and Cg <= _conv_direct_max_cg:
+        _conv_direct(ctx, _contig(ctx, X, func), _contig(ctx, W, func), Bv, geo, Y, func)
+        return Y.obj
     if Bv is not None:
         _fill_bias(ctx, Y, Bv, N, O, HWo, func)
     elif C == 0:
