@@ -199,7 +199,7 @@ cdef class DeviceArray:
 
 def to_device(array, stream=0):
     """Copy a NumPy array (any layout) to a new fastdl.cuda.DeviceArray."""
-    a = np.ascontiguousarray(array)
+    a = np.asarray(array, order="C")   # (ascontiguousarray would make a 0-d array 1-d)
     if dtype_code_of(a.dtype) < 0:
         raise TypeError(f"fastdl.cuda.to_device: unsupported dtype {a.dtype}")
     d = DeviceArray(a.shape, a.dtype, stream)
