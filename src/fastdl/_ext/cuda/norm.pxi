@@ -140,8 +140,12 @@ cdef void *_norm_ptr(DevArr a):
     return <void *>a.ptr
 
 
-cdef DevArr _norm_contig(DevArr a, str func):
-    return None if a is None else dev_contig(a, func)
+cdef DevArr _norm_contig(DevArr a, str func, uintptr_t stream):
+    """a, or its contiguous copy, made on the call's stream (whatever stream a names)."""
+    if a is None:
+        return None
+    a.stream = stream
+    return dev_contig(a, func)
 
 
 # --------------------------------------------------------------------------------------
@@ -175,8 +179,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=True, momentu
                          f"training, got input of shape {X.shape}")
     require_device(func)
     cdef DevArr Xc = dev_contig(X, func)
-    G = _norm_contig(G, func)
-    B = _norm_contig(B, func)
+    G = _norm_contig(G, func, X.stream)
+    B = _norm_contig(B, func, X.stream)
     cdef DevArr Y = dev_new(X, X.shape, X.dtype, func)
     cdef DevArr MU = dev_new(X, cshape, X.dtype, func) if return_stats else None
     cdef DevArr IS = dev_new(X, cshape, X.dtype, func) if return_stats else None
@@ -205,11 +209,11 @@ def batch_norm_backward(dy, x, gamma, mean, inv_std):
     cdef DevArr IS = _norm_param(inv_std, X, func, "inv_std", cshape)
     cdef int64_t N = X.shape[0], S = _norm_prod(X.shape[2:])
     require_device(func)
-    cdef DevArr Xc = dev_contig(X, func)
     cdef DevArr DYc = dev_contig(DY, func)
-    G = _norm_contig(G, func)
-    MU = _norm_contig(MU, func)
-    IS = _norm_contig(IS, func)
+    cdef DevArr Xc = _norm_contig(X, func, DY.stream)
+    G = _norm_contig(G, func, DY.stream)
+    MU = _norm_contig(MU, func, DY.stream)
+    IS = _norm_contig(IS, func, DY.stream)
     cdef DevArr DX = dev_new(DY, X.shape, X.dtype, func)
     cdef DevArr DG = dev_new(DY, cshape, X.dtype, func)
     cdef DevArr DB = dev_new(DY, cshape, X.dtype, func)
@@ -235,8 +239,8 @@ def layer_norm(x, normalized_shape, gamma=None, beta=None, eps=1e-5, *, return_s
     cdef int64_t D = _norm_prod(ns), R = _norm_prod(outer)
     require_device(func)
     cdef DevArr Xc = dev_contig(X, func)
-    G = _norm_contig(G, func)
-    B = _norm_contig(B, func)
+    G = _norm_contig(G, func, X.stream)
+    B = _norm_contig(B, func, X.stream)
     cdef DevArr Y = dev_new(X, X.shape, X.dtype, func)
     cdef DevArr MU = dev_new(X, outer, X.dtype, func) if return_stats else None
     cdef DevArr IS = dev_new(X, outer, X.dtype, func) if return_stats else None
@@ -265,11 +269,11 @@ def layer_norm_backward(dy, x, normalized_shape, gamma, mean, inv_std):
     cdef DevArr IS = _norm_param(inv_std, X, func, "inv_std", outer)
     cdef int64_t D = _norm_prod(ns), R = _norm_prod(outer)
     require_device(func)
-    cdef DevArr Xc = dev_contig(X, func)
     cdef DevArr DYc = dev_contig(DY, func)
-    G = _norm_contig(G, func)
-    MU = _norm_contig(MU, func)
-    IS = _norm_contig(IS, func)
+    cdef DevArr Xc = _norm_contig(X, func, DY.stream)
+    G = _norm_contig(G, func, DY.stream)
+    MU = _norm_contig(MU, func, DY.stream)
+    IS = _norm_contig(IS, func, DY.stream)
     cdef DevArr DX = dev_new(DY, X.shape, X.dtype, func)
     cdef DevArr DG = None if G is None else dev_new(DY, ns, X.dtype, func)
     cdef DevArr DB = None if G is None else dev_new(DY, ns, X.dtype, func)
