@@ -482,7 +482,8 @@ __host__ __device__ inline int64_t finish_count(const SumPlan &p) {
 }
 
 template <typename T>
-__global__ void sum_columns_kernel(const T *__restrict__ x, SumPlan p, double *__restrict__ partial) {
+__global__ void sum_columns_kernel(const T *__restrict__ x, SumPlan p,
+                                   double *__restrict__ partial) {
     __shared__ double s[COL_LANES][33];
     int tx = threadIdx.x, lane = threadIdx.y;
     int64_t col = (int64_t)blockIdx.x * 32 + tx;
@@ -497,7 +498,8 @@ __global__ void sum_columns_kernel(const T *__restrict__ x, SumPlan p, double *_
 }
 
 template <typename T>
-__global__ void sum_planes_kernel(const T *__restrict__ x, SumPlan p, double *__restrict__ partial) {
+__global__ void sum_planes_kernel(const T *__restrict__ x, SumPlan p,
+                                  double *__restrict__ partial) {
     __shared__ double s[PLANE_THREADS];
     int t = threadIdx.x;
     int64_t chunk = blockIdx.y;
@@ -514,13 +516,15 @@ __global__ void sum_planes_kernel(const T *__restrict__ x, SumPlan p, double *__
 }
 
 template <typename T>
-__global__ void sum_finish_kernel(const double *__restrict__ partial, SumPlan p, T *__restrict__ out) {
+__global__ void sum_finish_kernel(const double *__restrict__ partial, SumPlan p,
+                                  T *__restrict__ out) {
     __shared__ double s[FINISH_THREADS];
     int t = threadIdx.x;
     int64_t count = finish_count(p);
     for (int64_t o = blockIdx.x; o < p.O; o += gridDim.x) {
         double acc = 0.0;
-        for (int64_t idx = t; idx < count; idx += FINISH_THREADS) acc += finish_value(partial, p, o, idx);
+        for (int64_t idx = t; idx < count; idx += FINISH_THREADS)
+            acc += finish_value(partial, p, o, idx);
         s[t] = acc;
         __syncthreads();
         for (int h = FINISH_THREADS / 2; h >= 1; h >>= 1) {
@@ -549,10 +553,11 @@ int sum_aob_t(const T *x, int64_t A, int64_t O, int64_t B, T *out, cudaStream_t 
     FDL_CUDA_TRY(cudaMallocAsync((void **)&partial, (size_t)partial_count(p) * sizeof(double), st));
     if (p.planes) {
         int64_t gx = p.O < 65535 ? p.O : 65535;
-        sum_planes_kernel<T><<<dim3((unsigned)gx, (unsigned)p.chunks), PLANE_THREADS, 0, st>>>(x, p, partial);
+        dim3 grid((unsigned)gx, (unsigned)p.chunks);
+        sum_planes_kernel<T><<<grid, PLANE_THREADS, 0, st>>>(x, p, partial);
     } else {
-        sum_columns_kernel<T><<<dim3((unsigned)p.colblocks, (unsigned)p.chunks), dim3(32, COL_LANES), 0, st>>>(
-            x, p, partial);
+        dim3 grid((unsigned)p.colblocks, (unsigned)p.chunks);
+        sum_columns_kernel<T><<<grid, dim3(32, COL_LANES), 0, st>>>(x, p, partial);
     }
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) {
@@ -600,7 +605,8 @@ void sum_aob_host_t(const T *x, int64_t A, int64_t O, int64_t B, T *out) {
     for (int64_t o = 0; o < p.O; ++o) {
         for (int t = 0; t < FINISH_THREADS; ++t) {
             double acc = 0.0;
-            for (int64_t idx = t; idx < count; idx += FINISH_THREADS) acc += finish_value(partial, p, o, idx);
+            for (int64_t idx = t; idx < count; idx += FINISH_THREADS)
+                acc += finish_value(partial, p, o, idx);
             s[t] = acc;
         }
         tree_host(s, FINISH_THREADS);
@@ -714,8 +720,10 @@ extern "C" int fdl_cuda_gemm_host(int dtype, int trans_a, int trans_b, int64_t m
 extern "C" int fdl_cuda_fill_bias(int dtype, void *y, const void *bias, int64_t outer, int64_t n,
                                   int64_t inner, void *stream) {
     cudaStream_t st = FDL_CUDA_STREAM(stream);
-    if (dtype == FDL_CUDA_F32) return fill_bias_t((float *)y, (const float *)bias, outer, n, inner, st);
-    if (dtype == FDL_CUDA_F64) return fill_bias_t((double *)y, (const double *)bias, outer, n, inner, st);
+    if (dtype == FDL_CUDA_F32)
+        return fill_bias_t((float *)y, (const float *)bias, outer, n, inner, st);
+    if (dtype == FDL_CUDA_F64)
+        return fill_bias_t((double *)y, (const double *)bias, outer, n, inner, st);
     return (int)cudaErrorInvalidValue;
 }
 

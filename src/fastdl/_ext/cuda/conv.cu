@@ -334,14 +334,18 @@ extern "C" int fdl_cuda_conv_direct(int dtype, const void *x, const void *w, con
     if (!groups_ok(g, groups)) return (int)cudaErrorInvalidValue;
     cudaStream_t st = FDL_CUDA_STREAM(stream);
     FDL_CONV_DISPATCH(
-        direct_t((const float *)x, (const float *)w, (const float *)bias, *g, groups, (float *)y, st),
-        direct_t((const double *)x, (const double *)w, (const double *)bias, *g, groups, (double *)y, st));
+        direct_t((const float *)x, (const float *)w, (const float *)bias, *g, groups,
+                 (float *)y, st),
+        direct_t((const double *)x, (const double *)w, (const double *)bias, *g, groups,
+                 (double *)y, st));
 }
 
 extern "C" int fdl_cuda_conv_direct_host(int dtype, const void *x, const void *w, const void *bias,
                                          const fdl_cuda_conv_geom *g, int64_t groups, void *y) {
     if (!groups_ok(g, groups)) return (int)cudaErrorInvalidValue;
     FDL_CONV_HOST_DISPATCH(
-        direct_host_t((const float *)x, (const float *)w, (const float *)bias, *g, groups, (float *)y),
-        direct_host_t((const double *)x, (const double *)w, (const double *)bias, *g, groups, (double *)y));
+        direct_host_t((const float *)x, (const float *)w, (const float *)bias, *g, groups,
+                      (float *)y),
+        direct_host_t((const double *)x, (const double *)w, (const double *)bias, *g, groups,
+                      (double *)y));
 }
