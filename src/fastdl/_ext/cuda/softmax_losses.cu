@@ -334,7 +334,7 @@ __device__ __forceinline__ double grad_scale(const fdl_cuda_sce_args &a)
 }
 
 template <typename T, int TPR, int E>
-__global__ void __launch_bounds__(WARP_BLOCK) k_sce_rows(fdl_cuda_sce_args a)
+__global__ void __launch_bounds__(WARP_BLOCK, 4) k_sce_rows(fdl_cuda_sce_args a)
 {
     constexpr int RPB = WARP_BLOCK / TPR;
     __shared__ double rowloss[RPB];
