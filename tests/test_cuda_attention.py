@@ -45,22 +45,28 @@ def _qkv(rng, dtype, batch, L, S, E, Ev, scale=1.0):
 
 
 def _close(actual, expected, dtype, terms):
-    """Results against the CPU's (itself checked against a float64 reference): the CPU and
-    the GPU sum in different orders, so the tolerance is the suite's RTOL widened by
-    sqrt(terms) (conftest.assert_close), relative to max(1, |expected|)."""
+    """Results against the CPU's (itself checked against a float64 reference), within the
+    suite's RTOL (float32 1e-5, float64 1e-12) times max(1, |expected|), widened by
+    sqrt(terms) (conftest.assert_close). The device tests use terms = 1: float32 within
+    1e-5. The host runs of the kernels use the sums' length: without FMA contraction their
+    rounding is not the device's (measured: <= 1.1e-6 at L = S = 1000)."""
     expected = np.asarray(expected, np.float64)
     finite = expected[np.isfinite(expected)]
     scale = max(1.0, float(np.abs(finite).max(initial=0.0)))
     assert_close(np.asarray(actual), expected, dtype, scale=scale, terms=max(terms, 1))
 
 
+def _terms(run, n):
+    return 1 if run in (gpu_fwd, gpu_bwd) else n
+
+
 def _check_forward(run, q, k, v, dtype, **kw):
-    """run(...) (a GPU path) against the CPU forward: out and lse."""
+    """run(...) (the device or a host run of the kernels) against the CPU: out and lse."""
     out, lse = run(q, k, v, return_lse=True, **kw)
     ref, ref_lse = cpu_sdpa(q, k, v, return_lse=True, **kw)
     S = k.shape[-2]
-    _close(out, ref, dtype, S)
-    _close(lse, ref_lse, dtype, S)
+    _close(out, ref, dtype, _terms(run, S))
+    _close(lse, ref_lse, dtype, _terms(run, S))
     return out, lse
 
 
@@ -71,7 +77,7 @@ def _check_backward(run, q, k, v, dtype, seed=1, **kw):
     ref = cpu_bwd(do, q, k, v, out, lse, **kw)
     for g, r, a in zip(got, ref, (q, k, v)):
         assert g.shape == a.shape
-        _close(g, r, dtype, max(q.shape[-2], k.shape[-2]))
+        _close(g, r, dtype, _terms(run, max(q.shape[-2], k.shape[-2])))
     return got
 
 
@@ -600,4 +606,4 @@ def test_gpu_cupy_stream_and_kind(dtype, rng):
         assert isinstance(out, cupy.ndarray)
         res = cupy.asnumpy(out, stream=s)
     s.synchronize()
-    _close(res, cpu_sdpa(q, k, v, is_causal=True), dtype, 65)
+    _close(res, cpu_sdpa(q, k, v, is_causal=True), dtype, 1)
