@@ -7,8 +7,8 @@ buffer for shuffles, NaN-filled shared memory) against the CPU implementation: e
 head-size template, tile borders, causal and masked, broadcasting, layouts, both dtypes.
 
 With a GPU (fastdl.cuda.is_available()): every case against the CPU on the same data,
-strided device inputs, the caller's stream (CuPy/torch when installed), result kinds,
-determinism.
+strided device inputs, the caller's stream (CuPy, whose array interface names it), result
+kinds (DeviceArray, torch, CuPy), determinism.
 """
 
 import numpy as np
@@ -560,26 +560,27 @@ def test_gpu_matches_host_emulation(dtype, rng):
 
 
 @needs_gpu
-def test_gpu_torch_stream_and_kind(dtype, rng):
+def test_gpu_torch_kind_and_values(dtype, rng):
+    """torch in, torch out, against torch's own SDPA. On torch's default stream: torch's
+    __cuda_array_interface__ (version 2) names no stream, so fastdl queues torch inputs'
+    work on the legacy default stream."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
     q, k, v = _qkv(rng, dtype, (2, 3), 70, 90, 64, 64)
     mask = rng.random((70, 90)) < 0.8
     mask[:, 0] = True
-    s = torch.cuda.Stream()
-    with torch.cuda.stream(s):
-        tq, tk, tv = (torch.from_numpy(a).cuda().requires_grad_() for a in (q, k, v))
-        tm = torch.from_numpy(mask).cuda()
-        out, lse = fastdl.scaled_dot_product_attention(tq.detach(), tk.detach(), tv.detach(),
-                                                       attn_mask=tm, return_lse=True)
-        assert isinstance(out, torch.Tensor) and out.is_cuda
-        ref = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tm)
-        do = torch.randn_like(ref)
-        ref.backward(do)
-        g = fastdl.scaled_dot_product_attention_backward(do, tq.detach(), tk.detach(),
-                                                         tv.detach(), out, lse, attn_mask=tm)
-    s.synchronize()
+    tq, tk, tv = (torch.from_numpy(a).cuda().requires_grad_() for a in (q, k, v))
+    tm = torch.from_numpy(mask).cuda()
+    out, lse = fastdl.scaled_dot_product_attention(tq.detach(), tk.detach(), tv.detach(),
+                                                   attn_mask=tm, return_lse=True)
+    assert isinstance(out, torch.Tensor) and out.is_cuda
+    ref = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tm)
+    do = torch.randn_like(ref)
+    ref.backward(do)
+    g = fastdl.scaled_dot_product_attention_backward(do, tq.detach(), tk.detach(),
+                                                     tv.detach(), out, lse, attn_mask=tm)
+    torch.cuda.synchronize()
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out.cpu().numpy(), ref.detach().cpu().numpy(), rtol=tol,
                                atol=tol)
