@@ -60,6 +60,7 @@ BROADCAST_CASES = [
     ((5, 7), (7,)), ((5, 7), (1, 7)), ((5, 7), (5, 1)), ((5, 1), (1, 7)), ((2001, 1), (1, 3)),
     ((5, 7), ()), ((), (5, 7)), ((), ()), ((1,), (6,)), ((6,), (1,)), ((4, 1, 3), (2, 1)),
     ((2, 1, 3, 1), (1, 4, 1, 5)), ((0, 3), (3,)), ((3, 1), (3, 0)),
+    ((5, 8), (8,)), ((6, 1), (1, 8)), ((3, 4, 12), (4, 1)),     # rows of whole 16-byte packs
 ]
 
 
@@ -247,7 +248,7 @@ def test_host_arithmetic_broadcasting(name, dtype, shapes, rng):
     assert_same(got, np.asarray(ref))
     if got.size and shapes[0] != shapes[1] and 1 in shapes[0] + shapes[1] \
             and np.prod(shapes[0]) > 1 and np.prod(shapes[1]) > 1:
-        assert path in (2, 3), path          # broadcast operands are walked, never copied
+        assert path in (2, 3, 5), path       # broadcast operands are walked, never copied
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -326,6 +327,41 @@ def test_host_packs_head_and_tail(dtype, rng):
                     host("add", x, b, out=out, threads=threads)
                     assert_same(out, x + b)
                     assert np.all(buf[:oy] == 7) and np.all(buf[oy + n:] == 7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_host_walk_by_packs(dtype, rng):
+    """Rows of whole 16-byte packs, each row starting 16-byte aligned, every operand stepping
+    1 (or 0, broadcast) along the row: the walk goes pack by pack (path 5). A row slice
+    starting mid-pack, or rows not a whole number of packs, take the element walk (2)."""
+    v = 16 // dtype.itemsize
+    a = values(rng, (7, 6 * v), dtype)
+    bias = values(rng, (6 * v,), dtype)
+    col = values(rng, (7, 1), dtype)
+    cases = [
+        ("add", a, bias, 5), ("maximum", bias, a, 5), ("multiply", a, col, 5),
+        ("divide", a[:, v:4 * v], a[:, 2 * v:5 * v], 5),        # aligned row slices
+        ("add", a[:, 1:1 + 4 * v], bias[:4 * v], 2),            # a row slice mid-pack
+        ("add", a[:, :5 * v - 1], bias[:5 * v - 1], 2),         # rows not whole packs
+        ("subtract", a[::2], 2.5, 5), ("add", a[::-1], bias, 5),  # rows reversed: still packs
+        ("add", a[:, ::-1], bias, 2),                           # a row read backwards
+    ]
+    for name, x, y, path_expected in cases:
+        for threads in (1, 3, 50):
+            got, path = host(name, x, y, threads=threads, with_path=True)
+            assert path == path_expected, (name, x.shape, path)
+            assert_same(got, cpu(name, x, y))
+    for name, kw in UNARY:
+        x = a[:, v:5 * v]
+        got, path = host(name, x, with_path=True, **kw)
+        assert path == 5
+        assert_matches(name, got, cpu(name, x, **kw), [x], kw, dtype)
+    for name, kw in BACKWARD:
+        dy = values(rng, (3, 7, 2 * v), dtype)
+        sx = second_operand(name, rng, (3, 9, 4 * v), dtype)[:, 1:8, v:3 * v]
+        got, path = host(name, dy, sx, with_path=True, **kw)
+        assert path == 5
+        assert_matches(name, got, cpu(name, dy, sx, **kw), [dy, sx], kw, dtype)
 
 
 @pytest.mark.parametrize("force_walk", [1, 2], ids=["walk32", "walk64"])
@@ -577,7 +613,9 @@ def test_device_backward(case, dtype, shape, rng):
 
 @needs_device
 @pytest.mark.parametrize("shapes", BROADCAST_CASES + [((1 << 20,), (1 << 20,)),
-                                                      ((1024, 1031), (1031,))], ids=str)
+                                                      ((1024, 1031), (1031,)),
+                                                      ((1024, 1032), (1032,)),
+                                                      ((333, 1), (1, 1024))], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name", ARITH)
 def test_device_arithmetic(name, dtype, shapes, rng):

@@ -2,8 +2,8 @@
  * Elementwise GPU kernels (elementwise.h): activations, derivatives, the fused chain rule and
  * the broadcasting arithmetic, float32 and float64.
  *
- * Two kernels per op and dtype, chosen on the host from the operands' strides once the
- * shape's unit axes are dropped and neighbouring axes merged (elementwise_index.cuh):
+ * Two kinds of kernel per op and dtype, chosen on the host from the operands' strides once
+ * the shape's unit axes are dropped and neighbouring axes merged (elementwise_index.cuh):
  *
  * - flat: every array operand is C-contiguous (a Python scalar is passed by value). Threads
  *   of a grid-stride loop move 16-byte packs (float4 / double2 worth) when y and the inputs
@@ -16,6 +16,11 @@
  *   division beyond 2^32 elements), each operand read at its own strides: a broadcast operand
  *   is never copied. Four elements per thread per iteration, a grid-stride apart, so the
  *   warp's reads and writes of each stay coalesced where the layout allows.
+ *   When the innermost (merged) axis is a whole number of packs, every operand steps along
+ *   it by 1 (or 0: broadcast along the row) and every row starts 16-byte aligned (a bias
+ *   row, a row slice of a wider array), the walk goes pack by pack instead: one
+ *   decomposition per pack, 16-byte loads and stores, a row-broadcast operand read once and
+ *   splatted. This is what keeps `x + bias` at the copy rate.
  *
  * No shared memory, no atomics: each output element is one thread's function of its inputs,
  * so results are the same for any grid. The grid is sized to the device (fdl_cuda_grid), 256
@@ -29,7 +34,8 @@
 
 namespace {
 
-enum { EW_PACKS = 0, EW_SCALAR = 1, EW_WALK32 = 2, EW_WALK64 = 3, EW_EMPTY = 4 };
+enum { EW_PACKS = 0, EW_SCALAR = 1, EW_WALK32 = 2, EW_WALK64 = 3, EW_EMPTY = 4,
+       EW_WALK_PACKS = 5 };
 
 constexpr int EW_THREADS = 256;
 
@@ -136,6 +142,45 @@ FDL_CU_HD void ew_walk_body(const EwWalk<T, NIN> &k, int64_t tid, int64_t nth) {
     }
 }
 
+/* The walk by packs (EW_WALK_PACKS): pack q is elements q V .. q V + V - 1 of one row. */
+template <typename T, int NIN>
+FDL_CU_HD void ew_walk_pack_load(const EwWalk<T, NIN> &k, int64_t i, Pack<T> (&in)[NIN]) {
+    int64_t off[NIN];
+    fdl_cu_walk_offsets<NIN, false>(k.walk, i, off);
+    const int last = k.walk.nd - 1;
+    FDL_CU_UNROLL
+    for (int j = 0; j < NIN; ++j) {
+        if (k.f.src[j] && k.walk.stride[j][last] != 0) {
+            in[j] = *reinterpret_cast<const Pack<T> *>(k.f.src[j] + off[j]);
+        } else {
+            T v = k.f.src[j] ? k.f.src[j][off[j]] : k.f.scalar[j];
+            FDL_CU_UNROLL
+            for (int e = 0; e < 16 / (int)sizeof(T); ++e)
+                in[j].v[e] = v;
+        }
+    }
+}
+
+template <typename T, int OP, int NIN>
+FDL_CU_HD void ew_walk_packs_body(const EwWalk<T, NIN> &k, int64_t tid, int64_t nth) {
+    constexpr int V = 16 / (int)sizeof(T);
+    const T p = k.f.param;
+    const int64_t np = k.f.n / V;
+    int64_t q = tid;
+    for (; q + nth < np; q += 2 * nth) {
+        Pack<T> in0[NIN], in1[NIN];
+        ew_walk_pack_load(k, q * V, in0);
+        ew_walk_pack_load(k, (q + nth) * V, in1);
+        *reinterpret_cast<Pack<T> *>(k.f.y + q * V) = ew_pack_apply<OP, T, NIN>(in0, p);
+        *reinterpret_cast<Pack<T> *>(k.f.y + (q + nth) * V) = ew_pack_apply<OP, T, NIN>(in1, p);
+    }
+    if (q < np) {
+        Pack<T> in0[NIN];
+        ew_walk_pack_load(k, q * V, in0);
+        *reinterpret_cast<Pack<T> *>(k.f.y + q * V) = ew_pack_apply<OP, T, NIN>(in0, p);
+    }
+}
+
 template <typename T, int OP, int NIN>
 __global__ void __launch_bounds__(EW_THREADS) ew_flat_kernel(const EwFlat<T, NIN> k) {
     ew_flat_body<T, OP, NIN>(k, (int64_t)blockIdx.x * blockDim.x + threadIdx.x,
@@ -145,6 +190,12 @@ __global__ void __launch_bounds__(EW_THREADS) ew_flat_kernel(const EwFlat<T, NIN
 template <typename T, int OP, int NIN, bool WIDE>
 __global__ void __launch_bounds__(EW_THREADS) ew_walk_kernel(const EwWalk<T, NIN> k) {
     ew_walk_body<T, OP, NIN, WIDE>(k, (int64_t)blockIdx.x * blockDim.x + threadIdx.x,
+                                   (int64_t)gridDim.x * blockDim.x);
+}
+
+template <typename T, int OP, int NIN>
+__global__ void __launch_bounds__(EW_THREADS) ew_walk_packs_kernel(const EwWalk<T, NIN> k) {
+    ew_walk_packs_body<T, OP, NIN>(k, (int64_t)blockIdx.x * blockDim.x + threadIdx.x,
                                    (int64_t)gridDim.x * blockDim.x);
 }
 
@@ -191,6 +242,17 @@ int ew_plan(const fdl_cu_ew_args *a, EwWalk<T, NIN> *k, int *path) {
     }
     if (!flat) {
         *path = n < ((int64_t)1 << 32) ? EW_WALK32 : EW_WALK64;
+        const int last = k->walk.nd - 1;
+        bool packs = *path == EW_WALK32 && k->walk.size[last] % V == 0 && mis == 0;
+        for (int j = 0; j < NIN && packs; ++j) {
+            if (!a->src[j] || k->walk.stride[j][last] == 0)
+                continue;
+            packs = k->walk.stride[j][last] == 1 && (uintptr_t)a->src[j] % 16 == 0;
+            for (int d = 0; d < last && packs; ++d)
+                packs = k->walk.stride[j][d] % V == 0;
+        }
+        if (packs)
+            *path = EW_WALK_PACKS;
         return 0;
     }
     if (same_mis) {
@@ -230,6 +292,8 @@ int ew_run(const fdl_cu_ew_args *a, cudaStream_t s, int64_t host_threads, int fo
                 ew_flat_body<T, OP, NIN>(k.f, t, nth);
             else if (path == EW_WALK32)
                 ew_walk_body<T, OP, NIN, false>(k, t, nth);
+            else if (path == EW_WALK_PACKS)
+                ew_walk_packs_body<T, OP, NIN>(k, t, nth);
             else
                 ew_walk_body<T, OP, NIN, true>(k, t, nth);
         }
@@ -239,6 +303,10 @@ int ew_run(const fdl_cu_ew_args *a, cudaStream_t s, int64_t host_threads, int fo
         int64_t outside = k.f.n - k.f.nvec * (16 / (int64_t)sizeof(T));
         int64_t work = (k.f.nvec + 1) / 2 > outside ? (k.f.nvec + 1) / 2 : outside;
         ew_flat_kernel<T, OP, NIN><<<fdl_cuda_grid(work, EW_THREADS), EW_THREADS, 0, s>>>(k.f);
+    } else if (path == EW_WALK_PACKS) {
+        int64_t work = (k.f.n / (16 / (int64_t)sizeof(T)) + 1) / 2;
+        ew_walk_packs_kernel<T, OP, NIN>
+            <<<fdl_cuda_grid(work, EW_THREADS), EW_THREADS, 0, s>>>(k);
     } else if (path == EW_WALK32) {
         ew_walk_kernel<T, OP, NIN, false>
             <<<fdl_cuda_grid((k.f.n + 3) / 4, EW_THREADS), EW_THREADS, 0, s>>>(k);

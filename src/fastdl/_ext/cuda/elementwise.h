@@ -53,7 +53,8 @@ int fdl_cuda_elementwise(const fdl_cu_ew_args *args, void *stream);
    cudaError_t for bad arguments. */
 int fdl_cuda_elementwise_host(const fdl_cu_ew_args *args, int64_t nthreads, int force_walk);
 /* The path the device would take: 0 vectorised contiguous, 1 scalar contiguous, 2 strided
-   with 32-bit indices, 3 strided with 64-bit indices, 4 nothing to do; -1 bad arguments. */
+   with 32-bit indices, 3 strided with 64-bit indices, 4 nothing to do, 5 strided by 16-byte
+   packs along contiguous rows; -1 bad arguments. */
 int fdl_cuda_elementwise_path(const fdl_cu_ew_args *args);
 /* q = n / d through the magic-number division of the strided kernels, for n[i], d[i]. */
 void fdl_cuda_host_fastdiv(const uint32_t *n, const uint32_t *d, uint32_t *q, int64_t count);

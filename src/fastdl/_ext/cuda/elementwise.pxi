@@ -491,7 +491,7 @@ def _host_elementwise(name, a, b=None, *, alpha=0.01, approximate="none", out=No
     planning and kernel bodies, compiled for the host and executed as `threads` threads of
     the grid-stride loop (force_walk 1/2: the strided body, 32/64-bit indices). with_path:
     also return the path the plan chose (0 packs, 1 scalar contiguous, 2 strided 32-bit,
-    3 strided 64-bit, 4 empty)."""
+    3 strided 64-bit, 4 empty, 5 strided by packs along contiguous rows)."""
     run = _EwHostRun(threads, force_walk)
     r = _ew_call(name, a, b, alpha, approximate, out, run)
     return (r, run.paths[0] if run.paths else None) if with_path else r
