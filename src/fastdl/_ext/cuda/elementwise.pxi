@@ -15,7 +15,7 @@
 
 import numbers
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint32_t
 
 cdef extern from "elementwise.h" nogil:
     enum:
@@ -244,7 +244,8 @@ cdef int _ew_gelu_op(object approximate, int exact, int tanh_form, str func) exc
 # The one launch path
 
 cdef object _ew_run(str func, int op, DevArr A, double a_scalar, DevArr B, double b_scalar,
-                    DevArr like, DevArr R, tuple shape, double param, object host):
+                    DevArr like, DevArr R, tuple shape, double param, object host,
+                    str na="x", str nb=""):
     """y = op(A or a_scalar [, B or b_scalar]) into R (allocated when None); returns the
     result object. Validation is done: this allocates and launches."""
     cdef fdl_cu_ew_args args
@@ -262,10 +263,10 @@ cdef object _ew_run(str func, int op, DevArr A, double a_scalar, DevArr B, doubl
     args.scalar[0] = a_scalar
     args.scalar[1] = b_scalar
     if A is not None:
-        _ew_elem_strides(A, shape, args.strides[0], func, "the first operand")
+        _ew_elem_strides(A, shape, args.strides[0], func, na)
         args.src[0] = <const void *>A.ptr
     if nin == 2 and B is not None:
-        _ew_elem_strides(B, shape, args.strides[1], func, "the second operand")
+        _ew_elem_strides(B, shape, args.strides[1], func, nb)
         args.src[1] = <const void *>B.ptr
     if host is None:
         require_device(func)
@@ -325,7 +326,7 @@ cdef object _ew_binary(str func, int op, object a, object b, double param, objec
     else:
         shape = shape_a
     cdef DevArr R = _ew_result(out, like, shape, like.dtype, func, host)
-    return _ew_run(func, op, A, sa, B, sb, like, R, shape, param, host)
+    return _ew_run(func, op, A, sa, B, sb, like, R, shape, param, host, na, nb)
 
 
 # --------------------------------------------------------------------------------------
