@@ -655,7 +655,8 @@ static int launch_fwd(const T *x, T *y, int64_t outer, int64_t n, int64_t inner,
         switch (SL_KEY(p.tpr, p.e)) {
 #define SL_CASE(TPR, E) \
         case SL_KEY(TPR, E): \
-            k_fwd_rows<T, TPR, E><<<(unsigned)p.blocks, WARP_BLOCK, 0, s>>>(x, y, outer, (int)n, log); \
+            k_fwd_rows<T, TPR, E> \
+                <<<(unsigned)p.blocks, WARP_BLOCK, 0, s>>>(x, y, outer, (int)n, log); \
             break;
         SL_WARP_SHAPES(SL_CASE)
 #undef SL_CASE

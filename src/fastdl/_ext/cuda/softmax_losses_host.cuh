@@ -75,7 +75,8 @@ static void fwd_block(const T *x, T *y, int64_t rows, int64_t n, int nt, bool ca
         const T *xr = x + row * n;
         T *yr = y + row * n;
         if (cached) {
-            for (int i = 0; i < nt; ++i) a[i] = thread_load_max<T>(xr, buf.data(), n, i, nt, false, unused);
+            for (int i = 0; i < nt; ++i)
+                a[i] = thread_load_max<T>(xr, buf.data(), n, i, nt, false, unused);
             const T m = block_allreduce(a, OpMax(), ninf<T>());
             for (int i = 0; i < nt; ++i) a[i] = thread_expsum_buf<T>(buf.data(), n, i, nt, m, !log);
             const T s = block_allreduce(a, OpSum(), (T)0);
@@ -301,8 +302,8 @@ static void sce_block(const fdl_cuda_sce_args *a, int nt, bool cached, int64_t g
                                                    c.sumx_needed, sx[i]);
                     m = block_allreduce(mt, OpMax(), ninf<T>());
                     for (int i = 0; i < nt; ++i) {
-                        const SceSums<T> q = thread_sce_sums_buf<T>(buf.data(), tr, n, i, nt, m,
-                                                                    c.keep, c.smooth, gr != nullptr);
+                        const SceSums<T> q = thread_sce_sums_buf<T>(
+                            buf.data(), tr, n, i, nt, m, c.keep, c.smooth, gr != nullptr);
                         stt[i] = q.s;
                         sa[i] = q.sa;
                         st[i] = q.st;
@@ -454,7 +455,8 @@ static void xent(const T *t, const T *p, T *loss, double *partials, int64_t rows
             for (int grp = 0; grp < rpb; ++grp) {
                 const int64_t row = b * rpb + grp;
                 if (row >= rows) continue;   /* adds 0.0: acc is unchanged */
-                for (int l = 0; l < tpr; ++l) s[l] = thread_xent<T>(t + row * n, p + row * n, n, l, tpr);
+                for (int l = 0; l < tpr; ++l)
+                    s[l] = thread_xent<T>(t + row * n, p + row * n, n, l, tpr);
                 double total;
                 if (xp.tpr) {
                     butterfly(s, tpr, OpSum());

@@ -398,7 +398,8 @@ SL_HD SceSums<T> thread_prob_sums(const T *x, const T *t, int64_t sx, int64_t n,
     SceSums<T> z;
     z.s = (T)0;
     z.sa = z.st = 0.0;
-    for (int64_t i = start; i < n; i += step) sce_prob_term(x[i * sx], t[i * sx], m, keep, smooth, z.sa, z.st);
+    for (int64_t i = start; i < n; i += step)
+        sce_prob_term(x[i * sx], t[i * sx], m, keep, smooth, z.sa, z.st);
     return z;
 }
 
