@@ -40,17 +40,24 @@ struct FdlCuPhilox {
     uint32_t w[4];
 };
 
-/* Philox4x32-10 of counter c under key (k0, k1). */
+/* One Philox4x32 round on the counter (c0, c1, c2, c3) under the round key (k0, k1). */
+FDL_CU_HD void fdl_cu_philox_round(uint32_t &c0, uint32_t &c1, uint32_t &c2, uint32_t &c3,
+                                   uint32_t k0, uint32_t k1) {
+    uint64_t p0 = (uint64_t)c0 * FDL_CU_PHILOX_M0;
+    uint64_t p1 = (uint64_t)c2 * FDL_CU_PHILOX_M1;
+    c0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+    c2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (uint32_t)p1;
+    c3 = (uint32_t)p0;
+}
+
+/* Philox4x32-10 of counter c under key (k0, k1): ten rounds, the key bumped between them
+   (a bump after the last round would be unused). */
 FDL_CU_HD FdlCuPhilox fdl_cu_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
                                            uint32_t k0, uint32_t k1) {
     FDL_CU_UNROLL
     for (int r = 0; r < 10; ++r) {
-        uint64_t p0 = (uint64_t)c0 * FDL_CU_PHILOX_M0;
-        uint64_t p1 = (uint64_t)c2 * FDL_CU_PHILOX_M1;
-        c0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-        c2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1;
-        c3 = (uint32_t)p0;
+        fdl_cu_philox_round(c0, c1, c2, c3, k0, k1);
         k0 += FDL_CU_PHILOX_W0;
         k1 += FDL_CU_PHILOX_W1;
     }
