@@ -122,3 +122,18 @@ def test_strided_views_are_gathered_in_logical_order():
     np.testing.assert_array_equal(fastdl.cuda.to_host(view), host[::2, 1:9:2])
     neg = StridedView(d, (6,), (-40,), offset_bytes=5 * 40)     # host[::-1, 0]
     np.testing.assert_array_equal(fastdl.cuda.to_host(neg), host[::-1, 0])
+
+
+class RefusesInterface:
+    """Like a PyTorch CUDA tensor that requires grad: the interface exists but raises."""
+
+    @property
+    def __cuda_array_interface__(self):
+        raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
+
+
+def test_an_interface_that_raises_is_still_a_device_array():
+    """Such an object goes to the GPU side (never silently to NumPy); a foreign one's error
+    surfaces there (a torch tensor's detached view would be read instead)."""
+    with pytest.raises(RuntimeError):
+        fastdl.relu(RefusesInterface())

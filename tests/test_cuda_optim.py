@@ -223,8 +223,6 @@ def test_valid_calls_without_a_device_raise_runtime_error():
             call()
 
 
-@pytest.mark.xfail(reason="the list dispatch of _optim.pyx (on_device(w[0])) is the lead's "
-                          "change", strict=False, raises=TypeError)
 @no_gpu_only
 def test_public_functions_dispatch_lists():
     ws, gs = _fakes(3, (7,)), _fakes(3, (7,))

@@ -19,6 +19,11 @@ cdef inline tuple shape_of(cnp.ndarray a):
 # whole call to its twin in fastdl._ext._cuda (same name, same signature). NumPy arrays pay
 # one type check.
 cdef inline bint on_device(object x):
-    return type(x) is not cnp.ndarray and hasattr(x, "__cuda_array_interface__")
+    if type(x) is cnp.ndarray:
+        return False
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except Exception:   # PyTorch raises RuntimeError for a CUDA tensor that requires grad
+        return True
 
 cdef object gpu_call(str name, tuple args, dict kwargs)

@@ -240,13 +240,36 @@ cdef bint is_device_array(object obj):
     return type(obj) is not cnp.ndarray and hasattr(obj, "__cuda_array_interface__")
 
 
+cdef object _interface(object obj):
+    """obj.__cuda_array_interface__; a PyTorch tensor that requires grad refuses to export
+    one (RuntimeError), so its detached view (same memory) is read instead."""
+    try:
+        return obj.__cuda_array_interface__
+    except RuntimeError:
+        if type(obj).__module__.partition(".")[0] == "torch" and hasattr(obj, "detach"):
+            return obj.detach().__cuda_array_interface__
+        raise
+
+
+cdef object _producer_stream(object obj):
+    """The caller's current stream for producers whose interface names none: PyTorch exports
+    version 2 without a stream, so its current stream is asked of the already-imported torch
+    (0, the legacy default stream, for everything else)."""
+    if type(obj).__module__.partition(".")[0] == "torch" and "torch" in sys.modules:
+        try:
+            return sys.modules["torch"].cuda.current_stream(obj.device).cuda_stream or None
+        except Exception:  # a torch without CUDA cannot have made this device array
+            return None
+    return None
+
+
 cdef DevArr dev_view(object obj, str func, str name):
     """Parse obj's __cuda_array_interface__ (TypeError when it has none or it is malformed)."""
     cdef DevArr a = DevArr.__new__(DevArr)
     cdef Py_ssize_t expect, s, st
     cdef int d
     try:
-        cai = obj.__cuda_array_interface__
+        cai = _interface(obj)
     except AttributeError:
         raise TypeError(f"fastdl.{func}: {name} must be a CUDA device array like the first "
                         f"array argument (an object with __cuda_array_interface__), got "
@@ -296,6 +319,8 @@ cdef DevArr dev_view(object obj, str func, str name):
     if stream == 0:
         raise TypeError(f"fastdl.{func}: {name}: stream 0 is disallowed by the "
                         f"__cuda_array_interface__ protocol")
+    if stream is None:
+        stream = _producer_stream(obj)
     a.stream = <uintptr_t>int(stream) if stream is not None else 0
     return a
 

@@ -632,7 +632,7 @@ def sgd_(w, g, lr, weight_decay=0.0, *, momentum=0.0, buf=None):
 
     w, g (and buf) may be arrays or equal-length lists of arrays (one multi-tensor pass).
     """
-    if on_device(w):
+    if on_device(w[0] if isinstance(w, (list, tuple)) and len(w) > 0 else w):
         return gpu_call("sgd_", (), {"w": w, "g": g, "lr": lr, "weight_decay": weight_decay, "momentum": momentum, "buf": buf})
     cdef fdl_opt_hp h
     _hp_init(&h)
@@ -651,7 +651,7 @@ def sgd_(w, g, lr, weight_decay=0.0, *, momentum=0.0, buf=None):
 def momentum_(w, g, v, lr, beta=0.9, weight_decay=0.0):
     """Cheat sheet: v = beta * v - lr * g; w = w + v, in place (g + weight_decay * w for g
     when weight_decay > 0). Arrays or equal-length lists of arrays."""
-    if on_device(w):
+    if on_device(w[0] if isinstance(w, (list, tuple)) and len(w) > 0 else w):
         return gpu_call("momentum_", (), {"w": w, "g": g, "v": v, "lr": lr, "beta": beta, "weight_decay": weight_decay})
     cdef fdl_opt_hp h
     _hp_init(&h)
@@ -669,7 +669,7 @@ def adam_(w, g, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay
     weight_decay: added to the gradient as L2 (torch.optim.Adam), or with decoupled=True
     (AdamW) w is first scaled by 1 - lr * weight_decay. Arrays or equal-length lists.
     """
-    if on_device(w):
+    if on_device(w[0] if isinstance(w, (list, tuple)) and len(w) > 0 else w):
         return gpu_call("adam_", (), {"w": w, "g": g, "m": m, "v": v, "t": t, "lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "decoupled": decoupled})
     cdef fdl_opt_hp h
     cdef double vlr = _nonneg(lr, "adam_", "lr")
