@@ -293,7 +293,13 @@ def _bad_calls():
         ("bw out", lambda: _cuda.dropout_backward(x, 1, 0.5, out=Fake((5, 4), strides=(4, 20))),
          ValueError, "C-contiguous"),
         ("misaligned", lambda: _cuda.dropout(Fake((3,), ptr=0x10001), 0.5, seed=1),
-         ValueError, "aligned"),
+         ValueError, "x is not aligned"),
+        ("misaligned seedless", lambda: _cuda.dropout(Fake((3,), ptr=0x10001), 0.5),
+         ValueError, "x is not aligned"),
+        ("bw misaligned", lambda: _cuda.dropout_backward(Fake((3,), ptr=0x10002), 1, 0.5),
+         ValueError, "dy is not aligned"),
+        ("odd strides", lambda: _cuda.dropout(Fake((3,), strides=(6,)), 0.5, seed=1),
+         ValueError, "multiples"),
     ]
 
 
@@ -317,6 +323,15 @@ def test_no_device_raises_runtime_error():
     for call in calls:
         with pytest.raises(RuntimeError, match="no CUDA device"):
             call()
+    # a call that fails draws nothing from NumPy's global state or the caller's Generator
+    state = np.random.get_state()[1].copy()
+    gen = np.random.default_rng(5)
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        _cuda.dropout(x, 0.5)
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        _cuda.dropout(x, 0.5, seed=gen)
+    assert np.array_equal(np.random.get_state()[1], state)
+    assert gen.integers(0, 2 ** 63) == np.random.default_rng(5).integers(0, 2 ** 63)
 
 
 @pytest.mark.parametrize("name", ["dropout", "dropout_backward"])

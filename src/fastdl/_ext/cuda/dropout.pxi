@@ -79,21 +79,25 @@ cdef double _do_p(object p, str func) except? -1.0:
     return v
 
 
-cdef int _do_fill_strides(DevArr a, int64_t *dst, bint in_elements, str func,
-                          str name) except -1:
-    """a's strides (elements, or bytes) along its own axes."""
-    cdef int d
-    cdef int64_t step = 1
+cdef int _do_check_layout(DevArr a, str func, str name) except -1:
+    """The kernels address whole elements: aligned data, strides in whole elements."""
     if a.ptr % a.itemsize != 0:
         raise ValueError(f"fastdl.{func}: {name} is not aligned to its {a.itemsize}-byte "
                          f"elements; the GPU functions need aligned data")
+    if a.strides is not None and any(st % a.itemsize != 0 for st in a.strides):
+        raise ValueError(f"fastdl.{func}: {name} has strides {a.strides} that are not "
+                         f"multiples of its {a.itemsize}-byte elements")
+    return 0
+
+
+cdef int _do_fill_strides(DevArr a, int64_t *dst, bint in_elements) except -1:
+    """a's strides (elements, or bytes) along its own axes (layout already checked)."""
+    cdef int d
+    cdef int64_t step = 1
     for d in range(a.ndim - 1, -1, -1):
         if a.strides is None:
             dst[d] = step if in_elements else step * a.itemsize
         else:
-            if a.strides[d] % a.itemsize != 0:
-                raise ValueError(f"fastdl.{func}: {name} has strides {a.strides} that are not "
-                                 f"multiples of its {a.itemsize}-byte elements")
             dst[d] = a.strides[d] // a.itemsize if in_elements else a.strides[d]
         step *= a.shape[d]
     return 0
@@ -112,11 +116,11 @@ cdef object _do_launch(str func, DevArr X, DevArr M, DevArr R, bint want_mask, d
     args.ndim = X.ndim
     for d in range(X.ndim):
         args.shape[d] = X.shape[d]
-    _do_fill_strides(X, args.x_strides, True, func, "x")
+    _do_fill_strides(X, args.x_strides, True)
     args.x = <const void *>X.ptr
     args.mask_in = NULL
     if M is not None:
-        _do_fill_strides(M, args.m_strides, False, func, "mask")
+        _do_fill_strides(M, args.m_strides, False)
         args.mask_in = <const unsigned char *>M.ptr
     args.seed = seed
     # keep iff word >= ceil(p * 2**32) (exact in double); 2**32: nothing is kept
@@ -182,17 +186,24 @@ cdef object _do_forward(object x, object p, object training, object seed, object
                         object return_seed, object out, object host):
     cdef str func = "dropout"
     cdef DevArr X = _ew_view(x, func, "x", host)
+    _do_check_layout(X, func, "x")
     cdef double pv = _do_p(p, func)
     cdef bint active = bool(training) and pv > 0.0
     cdef uint64_t s = 0
     cdef DevArr R = _ew_result(out, X, X.shape, X.dtype, func, host)
-    if seed is not None or active:
-        if seed is None:
-            seed = int(np.random.randint(0, _DO_TWO64, dtype=np.uint64))
-        elif isinstance(seed, np.random.Generator):
-            seed = int(seed.integers(0, _DO_TWO64, dtype=np.uint64))
+    if seed is not None and not isinstance(seed, np.random.Generator):
         s = _do_seed(seed, func)
         seed = int(s)
+    # draws (as the CPU: from a Generator always, from NumPy's global state when the call
+    # is not the identity) only once nothing can fail before the launch
+    if host is None:
+        require_device(func)
+    if isinstance(seed, np.random.Generator) or (seed is None and active):
+        if seed is None:
+            seed = int(np.random.randint(0, _DO_TWO64, dtype=np.uint64))
+        else:
+            seed = int(seed.integers(0, _DO_TWO64, dtype=np.uint64))
+        s = _do_seed(seed, func)
     if not active:
         result = (_do_identity(X, R, func, host),)
         if return_mask:
@@ -208,6 +219,7 @@ cdef object _do_forward(object x, object p, object training, object seed, object
 cdef object _do_backward(object dy, object mask_or_seed, object p, object out, object host):
     cdef str func = "dropout_backward"
     cdef DevArr D = _ew_view(dy, func, "dy", host)
+    _do_check_layout(D, func, "dy")
     cdef double pv = _do_p(p, func)
     cdef DevArr R = _ew_result(out, D, D.shape, D.dtype, func, host)
     cdef DevArr M
@@ -236,6 +248,7 @@ cdef object _do_backward(object dy, object mask_or_seed, object p, object out, o
     if M.shape != D.shape:
         raise ValueError(f"fastdl.dropout_backward: mask has shape {M.shape} and dy has "
                          f"shape {D.shape}; they must be equal")
+    _do_check_layout(M, func, "mask_or_seed")
     return _do_launch(func, D, M, R, False, pv, 0, host)
 
 
