@@ -251,12 +251,27 @@ cdef cnp.ndarray _aligned_c(cnp.ndarray a):
 
 cdef _Geometry _geometry(cnp.ndarray X, cnp.ndarray W, object stride, object padding,
                          object dilation, object groups, str func):
+    return _shape_geometry(shape_of(X), shape_of(W), stride, padding, dilation, groups,
+                           func)
+
+
+def _validated_geometry(tuple xs, tuple ws, stride, padding, dilation, groups, str func):
+    """The one validation of a convolution's shapes and hyper-parameters, shared with the GPU
+    twins (cuda/conv.pxi): (Ho, Wo, sh, sw, pt, pl, dh, dw, groups) for x of shape xs and w of
+    shape ws, or the ValueError/TypeError conv2d raises."""
+    cdef _Geometry geo = _shape_geometry(xs, ws, stride, padding, dilation, groups, func)
+    return (geo.g.Ho, geo.g.Wo, geo.g.sh, geo.g.sw, geo.g.pt, geo.g.pl, geo.g.dh, geo.g.dw,
+            geo.groups)
+
+
+cdef _Geometry _shape_geometry(tuple xs, tuple ws, object stride, object padding,
+                               object dilation, object groups, str func):
     cdef _Geometry geo = _Geometry()
-    if cnp.PyArray_NDIM(X) != 4:
-        raise ValueError(f"fastdl.{func}: x must be 4-D (N, C, H, W), got shape {shape_of(X)}")
-    if cnp.PyArray_NDIM(W) != 4:
+    if len(xs) != 4:
+        raise ValueError(f"fastdl.{func}: x must be 4-D (N, C, H, W), got shape {xs}")
+    if len(ws) != 4:
         raise ValueError(f"fastdl.{func}: w must be 4-D (out_channels, in_channels/groups, kh, "
-                         f"kw), got shape {shape_of(W)}")
+                         f"kw), got shape {ws}")
     if isinstance(groups, (bool, np.bool_, float, np.floating)):
         raise ValueError(f"fastdl.{func}: groups must be a positive int, got {groups!r}")
     try:
@@ -266,19 +281,19 @@ cdef _Geometry _geometry(cnp.ndarray X, cnp.ndarray W, object stride, object pad
                         f"{type(groups).__name__}") from None
     if ngroups < 1:
         raise ValueError(f"fastdl.{func}: groups must be positive, got {ngroups}")
-    cdef Py_ssize_t N = X.shape[0], C = X.shape[1], H = X.shape[2], Wd = X.shape[3]
-    cdef Py_ssize_t O = W.shape[0], kh = W.shape[2], kw = W.shape[3]
+    cdef Py_ssize_t N = xs[0], C = xs[1], H = xs[2], Wd = xs[3]
+    cdef Py_ssize_t O = ws[0], kh = ws[2], kw = ws[3]
     if C % ngroups != 0 or O % ngroups != 0:
-        raise ValueError(f"fastdl.{func}: in_channels ({C}, x of shape {shape_of(X)}) and "
-                         f"out_channels ({O}, w of shape {shape_of(W)}) must both be divisible "
+        raise ValueError(f"fastdl.{func}: in_channels ({C}, x of shape {xs}) and "
+                         f"out_channels ({O}, w of shape {ws}) must both be divisible "
                          f"by groups ({ngroups})")
-    if W.shape[1] != C // ngroups:
-        raise ValueError(f"fastdl.{func}: w of shape {shape_of(W)} must have in_channels/groups "
-                         f"= {C // ngroups} as its dim 1 (x of shape {shape_of(X)}, groups "
+    if ws[1] != C // ngroups:
+        raise ValueError(f"fastdl.{func}: w of shape {ws} must have in_channels/groups "
+                         f"= {C // ngroups} as its dim 1 (x of shape {xs}, groups "
                          f"{ngroups})")
     if kh < 1 or kw < 1:
         raise ValueError(f"fastdl.{func}: kernel_size must be positive, got w of shape "
-                         f"{shape_of(W)}")
+                         f"{ws}")
     sh, sw = _pair(stride, func, "stride", 1)
     dh, dw = _pair(dilation, func, "dilation", 1)
     if isinstance(padding, str):
@@ -304,7 +319,7 @@ cdef _Geometry _geometry(cnp.ndarray X, cnp.ndarray W, object stride, object pad
     if ekh > H + pt + pb or ekw > Wd + pl + pr:
         raise ValueError(f"fastdl.{func}: the kernel ({kh}x{kw}, dilation {(dh, dw)}, spanning "
                          f"{ekh}x{ekw}) is larger than the padded input ({H + pt + pb}x"
-                         f"{Wd + pl + pr}; x of shape {shape_of(X)}, padding {(pt, pl)})")
+                         f"{Wd + pl + pr}; x of shape {xs}, padding {(pt, pl)})")
     geo.g.H = H
     geo.g.W = Wd
     geo.g.Ho = (H + pt + pb - ekh) // sh + 1

@@ -12,8 +12,8 @@
 # order: deterministic), dcols_g = W_g^T @ dyc_g into the cols buffer, then col2im gathers
 # dcols into dx (each input pixel sums its own taps: no atomics); db = channel sums of dy.
 #
-# The hyper-parameter parsing repeats _conv.pyx's (same rules, same messages): the CPU
-# module's parsers are cdef functions, not importable from here.
+# Shapes and hyper-parameters are validated by the CPU module's own parser
+# (_conv._validated_geometry): one set of rules and messages for both.
 
 cdef extern from "conv.h" nogil:
     ctypedef struct fdl_cuda_conv_geom:
@@ -38,7 +38,7 @@ cdef extern from "conv.h" nogil:
     int fdl_cuda_conv_direct_host(int dtype, const void *x, const void *w, const void *bias,
                                   const fdl_cuda_conv_geom *g, int64_t groups, void *y)
 
-import operator as _operator
+from fastdl._ext._conv import _validated_geometry as _cpu_conv_geometry
 
 # Bytes of lowered columns (and, backward, of reordered dy) one chunk may use.
 cdef Py_ssize_t _conv_workspace = 256 * 1024 * 1024
@@ -75,36 +75,6 @@ def _conv_set_direct_max_channels(Py_ssize_t cg):
     return previous
 
 
-# --------------------------------------------------------------------------------------
-# Validation (as _conv.pyx)
-
-cdef Py_ssize_t _conv_hyper_int(object v, str func, str name, Py_ssize_t minimum) except? -1:
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"fastdl.{func}: {name} must be an int or a pair of ints, got {v!r}")
-    if isinstance(v, (float, np.floating)):
-        raise ValueError(f"fastdl.{func}: {name} must be an int or a pair of ints, got {v!r}")
-    try:
-        n = _operator.index(v)
-    except TypeError:
-        raise TypeError(f"fastdl.{func}: {name} must be an int or a pair of ints, got "
-                        f"{type(v).__name__}") from None
-    if n < minimum:
-        what = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"fastdl.{func}: {name} must be {what}, got {n}")
-    return n
-
-
-cdef tuple _conv_pair(object v, str func, str name, Py_ssize_t minimum):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"fastdl.{func}: {name} must be an int or a pair of ints, got "
-                             f"{v!r}")
-        return (_conv_hyper_int(v[0], func, name, minimum),
-                _conv_hyper_int(v[1], func, name, minimum))
-    n = _conv_hyper_int(v, func, name, minimum)
-    return (n, n)
-
-
 cdef class _ConvGeom:
     cdef fdl_cuda_conv_geom g
     cdef Py_ssize_t groups, Cg, Og, Kg, K, HWo
@@ -113,65 +83,17 @@ cdef class _ConvGeom:
 cdef _ConvGeom _conv_geometry(tuple xs, tuple ws, object stride, object padding,
                               object dilation, object groups, str func):
     cdef _ConvGeom geo = _ConvGeom.__new__(_ConvGeom)
-    if len(xs) != 4:
-        raise ValueError(f"fastdl.{func}: x must be 4-D (N, C, H, W), got shape {xs}")
-    if len(ws) != 4:
-        raise ValueError(f"fastdl.{func}: w must be 4-D (out_channels, in_channels/groups, kh, "
-                         f"kw), got shape {ws}")
-    if isinstance(groups, (bool, np.bool_, float, np.floating)):
-        raise ValueError(f"fastdl.{func}: groups must be a positive int, got {groups!r}")
-    try:
-        ngroups = _operator.index(groups)
-    except TypeError:
-        raise TypeError(f"fastdl.{func}: groups must be a positive int, got "
-                        f"{type(groups).__name__}") from None
-    if ngroups < 1:
-        raise ValueError(f"fastdl.{func}: groups must be positive, got {ngroups}")
+    Ho, Wo, sh, sw, pt, pl, dh, dw, ngroups = _cpu_conv_geometry(
+        xs, ws, stride, padding, dilation, groups, func)
     N, C, H, Wd = xs
     O, kh, kw = ws[0], ws[2], ws[3]
-    if C % ngroups != 0 or O % ngroups != 0:
-        raise ValueError(f"fastdl.{func}: in_channels ({C}, x of shape {xs}) and "
-                         f"out_channels ({O}, w of shape {ws}) must both be divisible "
-                         f"by groups ({ngroups})")
-    if ws[1] != C // ngroups:
-        raise ValueError(f"fastdl.{func}: w of shape {ws} must have in_channels/groups "
-                         f"= {C // ngroups} as its dim 1 (x of shape {xs}, groups "
-                         f"{ngroups})")
-    if kh < 1 or kw < 1:
-        raise ValueError(f"fastdl.{func}: kernel_size must be positive, got w of shape {ws}")
-    sh, sw = _conv_pair(stride, func, "stride", 1)
-    dh, dw = _conv_pair(dilation, func, "dilation", 1)
-    if isinstance(padding, str):
-        if padding == "valid":
-            pt = pb = pl = pr = 0
-        elif padding == "same":
-            if sh != 1 or sw != 1:
-                raise ValueError(f"fastdl.{func}: padding='same' needs stride 1 (as in "
-                                 f"PyTorch), got stride {(sh, sw)}")
-            # As PyTorch: the odd pixel of an even total goes to the bottom/right.
-            pt = dh * (kh - 1) // 2
-            pb = dh * (kh - 1) - pt
-            pl = dw * (kw - 1) // 2
-            pr = dw * (kw - 1) - pl
-        else:
-            raise ValueError(f"fastdl.{func}: padding must be an int, a pair, 'same' or "
-                             f"'valid', got {padding!r}")
-    else:
-        pt, pl = _conv_pair(padding, func, "padding", 0)
-        pb, pr = pt, pl
-    ekh = dh * (kh - 1) + 1
-    ekw = dw * (kw - 1) + 1
-    if ekh > H + pt + pb or ekw > Wd + pl + pr:
-        raise ValueError(f"fastdl.{func}: the kernel ({kh}x{kw}, dilation {(dh, dw)}, spanning "
-                         f"{ekh}x{ekw}) is larger than the padded input ({H + pt + pb}x"
-                         f"{Wd + pl + pr}; x of shape {xs}, padding {(pt, pl)})")
     geo.g.N = N
     geo.g.C = C
     geo.g.H = H
     geo.g.W = Wd
     geo.g.O = O
-    geo.g.Ho = (H + pt + pb - ekh) // sh + 1
-    geo.g.Wo = (Wd + pl + pr - ekw) // sw + 1
+    geo.g.Ho = Ho
+    geo.g.Wo = Wo
     geo.g.kh = kh
     geo.g.kw = kw
     geo.g.sh = sh
