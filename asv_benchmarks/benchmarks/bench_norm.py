@@ -61,7 +61,7 @@ def np_batch_norm_backward(dy, x, g4, m4, inv4):
 class BatchNorm:
     """batch_norm over (N, C, H, W), statistics per channel."""
 
-    params = (IMPLS, DTYPES, ["32x128x28x28", "64x64x56x56"])
+    params = (IMPLS, DTYPES, ["32x128x28x28", "64x64x56x56", "32x32x4x4"])
     param_names = ["impl", "dtype", "shape"]
 
     def setup(self, impl, dtype, shape):

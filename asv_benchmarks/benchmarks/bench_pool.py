@@ -56,9 +56,10 @@ def np_max_pool_backward(dy, idx, x_shape):
 
 
 class Pool:
-    """2-D pooling of a 32x64x112x112 activation (a ResNet's first pooled layer)."""
+    """2-D pooling of a 32x64x112x112 activation (a ResNet's first pooled layer) and of the
+    digits CNN's small stacked planes (32x16x8x8)."""
 
-    params = (IMPLS, DTYPES, ["32x64x112x112"])
+    params = (IMPLS, DTYPES, ["32x64x112x112", "32x16x8x8"])
     param_names = ["impl", "dtype", "shape"]
 
     def setup(self, impl, dtype, shape):
