@@ -140,6 +140,89 @@ def test_max_pool2d_indices_match_torch_with_nan_and_ties(geom, rng):
     assert_close(max_pool2d_backward(dy, x, idx, k, s, p), tx.grad.numpy(), np.float32)
 
 
+LANE_GEOMS = [(3, 2, 1), (3, 1, 1), (2, 1, 0), (2, None, 1), ((3, 2), (1, 2), (1, 0)),
+              ((1, 3), 1, (0, 1)), (5, 2, 2), (4, 3, 2), (1, None, 0)]
+
+
+def _assert_same_bits_nan_aside(a, b):
+    # a sum meeting two NaNs returns one of them, which depends on the instruction's operand
+    # order (inf - inf gives x86's default NaN, sign bit set): NaN positions must agree,
+    # their payloads need not
+    nan = np.isnan(a)
+    np.testing.assert_array_equal(nan, np.isnan(b))
+    assert a[~nan].tobytes() == b[~nan].tobytes()
+
+
+@pytest.fixture
+def plane_kernels_only():
+    """Run the body with every plane sent to the per-plane kernels (the lanes path off)."""
+    from fastdl._ext import _pool
+
+    def run(f):
+        old = _pool._lanes_limits(0, 0)
+        try:
+            return f()
+        finally:
+            _pool._lanes_limits(*old)
+    return run
+
+
+@pytest.mark.parametrize("geom", LANE_GEOMS, ids=str)
+@pytest.mark.parametrize("shape", [(3, 7, 9, 11), (2, 9, 4, 4), (1, 1, 6, 5), (2, 17, 16, 16),
+                                   (1, 3, 80, 70)],
+                         ids=str)
+def test_pool_lanes_path_is_bitwise_the_plane_kernels(shape, geom, dtype, rng,
+                                                      plane_kernels_only):
+    """Small planes are pooled 16 (float32) or 8 (float64) at a time, channels last: the
+    values and indices (ties: first maximum; NaN: the last NaN) are bitwise those of the
+    per-plane kernels, for plane counts that are not a multiple of the lanes, planes that
+    are not stacked in memory, NaN/inf, and against the float64 reference."""
+    if not _fits(shape, geom):
+        pytest.skip("kernel larger than the padded input")
+    k, s, p = geom
+    x = rng.integers(0, 3, shape).astype(dtype) + rng.standard_normal(shape).astype(dtype) * (
+        rng.random(shape) < 0.5)                                  # ties and distinct values
+    x.reshape(-1)[::13] = np.nan
+    x.reshape(-1)[4::17] = -np.inf
+    x.reshape(-1)[6::19] = np.inf
+    wide = np.full(shape[:1] + (2 * shape[1],) + shape[2:], np.nan, dtype)
+    wide[:, 1::2] = x                                             # planes not stacked
+    for arr in (x, wide[:, 1::2]):
+        before = snapshot(arr)
+        y, idx = max_pool2d(arr, k, s, p, return_indices=True)
+        y2 = max_pool2d(arr, k, s, p)
+        a = avg_pool2d(arr, k, s, p)
+        assert_unchanged(before, arr)
+        py, pidx = plane_kernels_only(lambda: max_pool2d(arr, k, s, p, return_indices=True))
+        assert y.tobytes() == py.tobytes()
+        np.testing.assert_array_equal(idx, pidx)
+        assert y2.tobytes() == plane_kernels_only(lambda: max_pool2d(arr, k, s, p)).tobytes()
+        _assert_same_bits_nan_aside(a, plane_kernels_only(lambda: avg_pool2d(arr, k, s, p)))
+    y_ref, idx_ref = max_pool2d_ref(x, k, s, p)
+    np.testing.assert_array_equal(idx, idx_ref)
+    assert_close(y, y_ref, dtype)
+    with np.errstate(invalid="ignore"):                          # inf - inf in windows
+        a_ref = avg_pool2d_ref(x, k, s, p)
+    assert_close(a, a_ref, dtype)
+
+
+def test_pool_lanes_path_many_planes_match_torch(rng):
+    """The digits-sized stack (32x16x8x8) and a 64x64 plane (the lanes path's largest), with
+    ties and NaN, against PyTorch's values and indices."""
+    torch = pytest.importorskip("torch")
+    for shape in [(32, 16, 8, 8), (2, 3, 64, 64)]:
+        x = rng.integers(0, 4, shape).astype(np.float32)
+        x.reshape(-1)[::29] = np.nan
+        for k, s, p in [(3, 2, 1), (3, 1, 1), (2, 1, 1)]:
+            y, idx = max_pool2d(x, k, s, p, return_indices=True)
+            ty, tidx = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p,
+                                                      return_indices=True)
+            np.testing.assert_array_equal(y, ty.numpy())
+            np.testing.assert_array_equal(idx, tidx.numpy())
+            ta = torch.nn.functional.avg_pool2d(torch.from_numpy(x), k, s, p)
+            assert_close(avg_pool2d(x, k, s, p), ta.numpy(), np.float32)
+
+
 def test_max_pool2d_all_minus_inf_window(dtype):
     x = np.full((1, 1, 3, 3), -np.inf, dtype)
     y, idx = max_pool2d(x, 3, 1, 1, return_indices=True)
@@ -370,10 +453,11 @@ def test_pool_integer_input_promotes():
 
 
 @requires_openmp
+@pytest.mark.parametrize("shape", [(4, 16, 33, 34), (32, 16, 8, 8), (2, 5, 80, 70)], ids=str)
 @pytest.mark.parametrize("geom", [(2, None, 0), (3, 2, 1), (3, 1, 1)], ids=str)
-def test_pool_thread_count_bitwise(geom, dtype, rng):
+def test_pool_thread_count_bitwise(geom, shape, dtype, rng):
     k, s, p = geom
-    x = random_array(rng, (4, 16, 33, 34), dtype)
+    x = random_array(rng, shape, dtype)
     res = []
     for n in (1, 2):
         with fastdl.threads(n):

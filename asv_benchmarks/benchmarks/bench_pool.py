@@ -56,10 +56,11 @@ def np_max_pool_backward(dy, idx, x_shape):
 
 
 class Pool:
-    """2-D pooling of a 32x64x112x112 activation (a ResNet's first pooled layer) and of the
-    digits CNN's small stacked planes (32x16x8x8)."""
+    """2-D pooling of a 32x64x112x112 activation (a ResNet's first pooled layer), of 56x56
+    planes and of the digits CNN's small stacked planes (32x16x8x8); planes of at most 4096
+    elements are pooled 16 (float32) or 8 (float64) at a time, channels last."""
 
-    params = (IMPLS, DTYPES, ["32x64x112x112", "32x16x8x8"])
+    params = (IMPLS, DTYPES, ["32x64x112x112", "32x64x56x56", "32x16x8x8"])
     param_names = ["impl", "dtype", "shape"]
 
     def setup(self, impl, dtype, shape):

@@ -164,4 +164,12 @@ def cases(Case):
     out.append(Case("avg_pool2d 2x2 s2", psize, "float32", _pool_ns(pool), AVGPOOL))
     out.append(Case("global_avg_pool2d", "32x512x7x7", "float32", _pool_ns((32, 512, 7, 7)),
                     GAP))
+    # small planes, pooled 16 at a time (fdl_pool_lanes): a ResNet's 56x56 and the digits
+    # CNN's 8x8 stacks
+    for small in ((32, 64, 56, 56), (32, 16, 8, 8)):
+        ssize = "x".join(map(str, small))
+        out.append(Case("max_pool2d 3x3 s2 p1 + indices", ssize, "float32",
+                        _pool_ns(small, 3, 2, 1), MAXPOOL_331, Y_RES))
+    out.append(Case("avg_pool2d 2x2 s2", "32x16x8x8", "float32", _pool_ns((32, 16, 8, 8)),
+                    AVGPOOL))
     return out
