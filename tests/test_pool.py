@@ -140,8 +140,8 @@ def test_max_pool2d_indices_match_torch_with_nan_and_ties(geom, rng):
     assert_close(max_pool2d_backward(dy, x, idx, k, s, p), tx.grad.numpy(), np.float32)
 
 
-LANE_GEOMS = [(3, 2, 1), (3, 1, 1), (2, 1, 0), (2, None, 1), ((3, 2), (1, 2), (1, 0)),
-              ((1, 3), 1, (0, 1)), (5, 2, 2), (4, 3, 2), (1, None, 0)]
+LANE_GEOMS = [(3, 2, 1), (3, 1, 1), (2, 1, 0), (2, None, 1), (2, None, 0),
+              ((3, 2), (1, 2), (1, 0)), ((1, 3), 1, (0, 1)), (5, 2, 2), (4, 3, 2), (1, None, 0)]
 
 
 def _assert_same_bits_nan_aside(a, b):

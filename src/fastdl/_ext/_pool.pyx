@@ -443,6 +443,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
             _max22_rows(&j, oshape[0] * oshape[1] * j.g.Ho, cnp.PyArray_SIZE(X))
             return (Y, I) if return_indices else Y
         j.op = MAX22_FWD
+        # rows narrower than half a 64-byte vector: the 2x2 kernel's vector loops never run
+        # (GCC's narrowest epilogue is half a vector) and its scalar tail is slow
+        if j.g.Wo < (8 if j.f32 else 4) and _lanes_ok(&j, False):
+            _lanes(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(X), 0)
+            return (Y, I) if return_indices else Y
     elif _lanes_ok(&j, False):
         _lanes(&j, oshape[0] * oshape[1], cnp.PyArray_SIZE(X), 0)
         return (Y, I) if return_indices else Y
