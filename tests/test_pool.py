@@ -159,11 +159,11 @@ def plane_kernels_only():
     from fastdl._ext import _pool
 
     def run(f):
-        old = _pool._lanes_limits(0, 0)
+        old = _pool._lanes_switch(False)
         try:
             return f()
         finally:
-            _pool._lanes_limits(*old)
+            _pool._lanes_switch(old)
     return run
 
 

@@ -211,29 +211,34 @@ cdef Py_ssize_t LANES_MAX_PLANE_IDX = 25600
 cdef Py_ssize_t LANES_MAX_WO = 16
 
 
-def _lanes_limits(max_plane=None, max_wo=None):
-    """Tests and benchmarks only: set the limits of the lanes path (None keeps one); returns
-    the previous (max_plane, max_wo). (0, 0) sends every plane to the plane kernels."""
-    global LANES_MAX_PLANE, LANES_MAX_WO
-    old = (LANES_MAX_PLANE, LANES_MAX_WO)
-    if max_plane is not None:
-        LANES_MAX_PLANE = max_plane
-    if max_wo is not None:
-        LANES_MAX_WO = max_wo
+cdef bint LANES_ON = True
+
+
+def _lanes_switch(bint on):
+    """Tests only: turn the lanes path on or off (off: every plane goes to the plane
+    kernels); returns the previous setting."""
+    global LANES_ON
+    old = LANES_ON
+    LANES_ON = on
     return old
 
 
 cdef bint _lanes_ok(const PoolJob *j, bint avg) noexcept:
     cdef Py_ssize_t hw = j.g.H * j.g.W
+    if not LANES_ON:
+        return False
     if hw > LANES_MAX_PLANE:
-        return (not avg and j.idx != NULL and j.g.sw >= 2
-                and hw <= LANES_MAX_PLANE_IDX and LANES_MAX_PLANE > 0)
+        return not avg and j.idx != NULL and j.g.sw >= 2 and hw <= LANES_MAX_PLANE_IDX
     return not avg or j.g.Wo < LANES_MAX_WO or j.g.kh * j.g.kw > 4
+
+
+cdef inline int _lanes_of(const PoolJob *j) noexcept nogil:
+    return 16 if j.f32 else 8          # 64 bytes of float32 / float64
 
 
 cdef void _lanes_group(const PoolJob *j, Py_ssize_t grp, Py_ssize_t planes, int avg,
                        char *work) noexcept nogil:
-    cdef int L = 16 if j.f32 else 8
+    cdef int L = _lanes_of(j)
     cdef Py_ssize_t p0 = grp * L, p
     cdef int n = <int>(planes - p0 if planes - p0 < L else L), l
     cdef const char *ptrs[16]
@@ -250,26 +255,24 @@ cdef void _lanes_group(const PoolJob *j, Py_ssize_t grp, Py_ssize_t planes, int 
 
 
 cdef int _lanes(const PoolJob *j, Py_ssize_t planes, Py_ssize_t elements, int avg) except -1:
-    cdef Py_ssize_t L = 16 if j.f32 else 8
-    cdef Py_ssize_t groups = (planes + L - 1) // L, grp
+    cdef Py_ssize_t groups = (planes + _lanes_of(j) - 1) // _lanes_of(j), grp
     cdef int nth = thread_count(elements, groups)
-    # per thread: L * H * W elements (64 bytes per element position), 64-byte aligned
+    # per thread: 64 bytes (a vector of lanes) per element position of a plane, 64-byte aligned
     cdef Py_ssize_t per = 64 * j.g.H * j.g.W
     cdef cnp.ndarray buf = np.empty(nth * per + 64, np.uint8)
     cdef char *work = <char *>cnp.PyArray_DATA(buf)
     work += (64 - <size_t>work % 64) % 64
-    if elements < GIL_MIN_ELEMENTS or nth == 1:
-        if elements < GIL_MIN_ELEMENTS:
+    if elements < GIL_MIN_ELEMENTS:
+        for grp in range(groups):
+            _lanes_group(j, grp, planes, avg, work)
+        return 0
+    with nogil:
+        if nth == 1:
             for grp in range(groups):
                 _lanes_group(j, grp, planes, avg, work)
         else:
-            with nogil:
-                for grp in range(groups):
-                    _lanes_group(j, grp, planes, avg, work)
-        return 0
-    with nogil:
-        for grp in prange(groups, schedule='static', num_threads=nth):
-            _lanes_group(j, grp, planes, avg, work + threadid() * per)
+            for grp in prange(groups, schedule='static', num_threads=nth):
+                _lanes_group(j, grp, planes, avg, work + threadid() * per)
     return 0
 
 
